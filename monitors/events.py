@@ -1,0 +1,97 @@
+"""The metric event of docs/METRICS.md, and parsing one JSON line into it.
+
+Parsing never raises anything but BadEvent, whose message names the line and the reason.
+NaN / Infinity / -Infinity are values, not errors; null means "not measured this step".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+
+class BadEvent(ValueError):
+    """A line that is not a valid metric event. `lineno` is 1-based (0 when unknown)."""
+
+    def __init__(self, reason: str, lineno: int = 0):
+        self.reason = reason
+        self.lineno = lineno
+        super().__init__(f"line {lineno}: {reason}" if lineno else reason)
+
+
+@dataclass
+class MetricEvent:
+    step: int
+    metrics: dict[str, float | None]
+    time: float | None = None
+    attempt: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def value(self, name: str) -> float | None:
+        return self.metrics.get(name)
+
+    def to_dict(self) -> dict:
+        d: dict = {"step": self.step}
+        if self.time is not None:
+            d["time"] = self.time
+        d["metrics"] = dict(self.metrics)
+        if self.attempt is not None:
+            d["attempt"] = self.attempt
+        return d
+
+    def to_json(self) -> str:
+        # allow_nan: METRICS.md spells non-finite values the Python json way.
+        return json.dumps(self.to_dict(), allow_nan=True)
+
+
+def _number(name: str, v, lineno: int) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise BadEvent(f"metric {name!r} is {type(v).__name__} {v!r}, expected a number or null", lineno)
+    return float(v)
+
+
+def event_from_dict(obj, lineno: int = 0) -> MetricEvent:
+    if not isinstance(obj, dict):
+        raise BadEvent(f"expected a JSON object, got {type(obj).__name__}", lineno)
+    if "step" not in obj:
+        raise BadEvent("missing 'step'", lineno)
+    step = obj["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        if isinstance(step, float) and step.is_integer() and step >= 0:
+            step = int(step)
+        else:
+            raise BadEvent(f"'step' must be an integer >= 0, got {step!r}", lineno)
+    metrics = obj.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise BadEvent(f"'metrics' must be an object, got {type(metrics).__name__}", lineno)
+    values = {str(k): _number(str(k), v, lineno) for k, v in metrics.items()}
+    t = obj.get("time")
+    if t is not None:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            raise BadEvent(f"'time' must be a finite number of seconds, got {t!r}", lineno)
+        t = float(t)
+    attempt = obj.get("attempt")
+    if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0):
+        raise BadEvent(f"'attempt' must be an integer >= 0, got {attempt!r}", lineno)
+    extra = {k: v for k, v in obj.items() if k not in ("step", "time", "metrics", "attempt")}
+    return MetricEvent(step=step, metrics=values, time=t, attempt=attempt, extra=extra)
+
+
+def parse_event_line(line: str | bytes, lineno: int = 0) -> MetricEvent:
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadEvent(f"not UTF-8 ({e.reason} at byte {e.start})", lineno) from None
+    text = line.strip()
+    if not text:
+        raise BadEvent("empty line", lineno)
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        msg = getattr(e, "msg", str(e))
+        raise BadEvent(f"not JSON ({msg})", lineno) from None
+    return event_from_dict(obj, lineno)

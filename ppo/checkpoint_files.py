@@ -1,0 +1,150 @@
+"""Checkpoint directories on disk: atomic writes and a checksummed manifest. No torch here,
+so the supervisor can verify a checkpoint without importing the trainer.
+
+Layout of one checkpoint (a directory, e.g. RUN/checkpoints/step-000120/):
+    manifest.json   {"format": "rlguard-checkpoint/1", "step": 120, "created": 1764340000.2,
+                     "files": {"policy.safetensors": {"sha256": "...", "bytes": 123}, ...},
+                     "metrics": {...}, "constraints": {"kl_coef": ..., ...}, "meta": {...}}
+    *.safetensors   tensors
+    *.json          everything else (no pickle anywhere)
+
+Writes go to a temporary sibling directory, every file is fsynced, the manifest is
+written last, then the directory is renamed into place and the parent fsynced: a
+checkpoint directory either exists complete or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+FORMAT = "rlguard-checkpoint/1"
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that must not be loaded. The message names the file and the fix."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"checkpoint {self.path}: {reason}")
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint_dir(
+    final_dir: str | Path,
+    write_files: Callable[[Path], None],
+    *,
+    step: int,
+    metrics: dict | None = None,
+    constraints: dict | None = None,
+    meta: dict | None = None,
+) -> Path:
+    """Create `final_dir` atomically. `write_files(tmp_dir)` writes the payload files."""
+    final_dir = Path(final_dir)
+    parent = final_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".tmp-{final_dir.name}-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        write_files(tmp)
+        files = {}
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                _fsync_path(p)
+                files[p.relative_to(tmp).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        manifest = {
+            "format": FORMAT,
+            "step": int(step),
+            "created": time.time(),
+            "files": files,
+            "metrics": metrics or {},
+            "constraints": constraints or {},
+            "meta": meta or {},
+        }
+        mpath = tmp / MANIFEST
+        with open(mpath, "w") as f:
+            json.dump(manifest, f, indent=1, allow_nan=True)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_path(tmp)
+        if final_dir.exists():
+            # Same step written twice (e.g. after a rollback): replace the old one whole.
+            old = parent / f".old-{final_dir.name}-{time.monotonic_ns()}"
+            os.rename(final_dir, old)
+            os.rename(tmp, final_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final_dir)
+        _fsync_path(parent)
+        return final_dir
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(ckpt_dir: str | Path) -> dict:
+    ckpt_dir = Path(ckpt_dir)
+    mpath = ckpt_dir / MANIFEST
+    if not mpath.is_file():
+        raise CheckpointError(mpath, "manifest.json is missing: the checkpoint is incomplete; use an older one")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(mpath, f"manifest.json is unreadable ({e}); use an older checkpoint") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(mpath, f"not an {FORMAT} manifest")
+    return manifest
+
+
+def verify_checkpoint(ckpt_dir: str | Path) -> dict:
+    """Check every file against the manifest; return the manifest or raise CheckpointError."""
+    ckpt_dir = Path(ckpt_dir)
+    manifest = read_manifest(ckpt_dir)
+    root = ckpt_dir.resolve()
+    for rel, info in manifest["files"].items():
+        p = (ckpt_dir / rel).resolve()
+        if root not in p.parents:
+            raise CheckpointError(ckpt_dir / rel, "manifest names a file outside the checkpoint directory")
+        if not p.is_file():
+            raise CheckpointError(p, "file listed in manifest.json is missing")
+        size = p.stat().st_size
+        if size != info.get("bytes"):
+            raise CheckpointError(p, f"size {size} bytes != {info.get('bytes')} in manifest.json (truncated?)")
+        if sha256_file(p) != info.get("sha256"):
+            raise CheckpointError(p, "sha256 does not match manifest.json (corrupted)")
+    return manifest
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Checkpoint directories under `root` (those named step-NNNNNN), oldest step first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
+    return sorted(out, key=lambda p: int(p.name[5:]))
