@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """What the supervisor does, in priority order (highest first) when several compete:
     halt > rollback > tighten > relax > notify."""
 
