@@ -1,0 +1,390 @@
+"""`rlguard watch METRICS.jsonl`: supervise a run rlguard did not start, by its metrics file.
+
+    rlguard watch runs/verl-7b/metrics.jsonl --config guard.yaml --out runs/verl-7b/watch \\
+        --port 9400 --checkpoint-every 100 \\
+        --hook rollback='ops/rollback.sh' --hook halt='ops/stop-job.sh' --hook notify='ops/page.sh'
+
+The file is tailed (followed as it grows); each event goes through the same monitors
+(MonitorStack) and policies as under `rlguard run`. rlguard cannot load a checkpoint into
+somebody else's trainer, so actions are carried out by the user's hook commands:
+
+- a hook is a shell command, run with the decision as JSON on stdin and the environment
+  RLGUARD_ACTION, RLGUARD_STEP, RLGUARD_TARGET_STEP (rollback target, or empty),
+  RLGUARD_PARAMS (JSON of the new constraint values), RLGUARD_REASON, RLGUARD_DECISION_ID,
+  RLGUARD_RUN_DIR, RLGUARD_METRICS;
+- exit 0 -> the decision is journaled `done`, anything else (or a timeout) -> `failed` with
+  the exit status and the end of its output. A hook failure is journaled, never fatal;
+- an action without a hook is journaled `skipped` ("no hook"), except notify, which is done by
+  the journal, the dashboards and /metrics themselves;
+- hooks run one at a time on the watch loop (the decision order is the action order): the
+  file is read on when the hook returns, so keep them short (--hook-timeout-s bounds them);
+- `advise` decisions are journaled `skipped`; `approve` ones too unless the policies say
+  `approval.on_timeout: approve` (nobody can approve inside watch: use `rlguard run` for that).
+
+Checkpoints: the watched trainer's checkpoints are unknown to rlguard, so the rollback target
+is chosen among steps the trainer is *assumed* to checkpoint (--checkpoint-every N, with the
+registry's health rule; policies/replay.py ReplaySimulator): the hook maps the target step to
+its own checkpoint. When the trainer rolls back, the metrics' step goes back and a new
+segment starts, as the monitors expect.
+
+Config: a run config (orchestrator/spec.py); its monitors and policies sections are used,
+`trainer:` kl_coef/clip_range/lr are the starting constraint values when the stream does not
+carry them, `supervisor.checkpoints.confirm_steps` the confirmation window.
+Exit codes: 0 stopped (idle timeout, SIGINT/SIGTERM), 2 bad usage/config, 3 a halt decision was
+carried out by its hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from monitors.alerts import Alert
+from monitors.events import MetricEvent
+from orchestrator.spec import ConfigError, RunConfig, load_run_config, parse_run_config
+from policies.decision import Action, Decision
+
+log = logging.getLogger("rlguard.watch")
+
+EXIT_OK, EXIT_USAGE, EXIT_HALTED = 0, 2, 3
+OUTPUT_TAIL_CHARS = 2000
+
+
+class HookRunner:
+    """Runs the user's command for an action; returns (phase, outcome line). Never raises."""
+
+    def __init__(self, hooks: dict[str, str], env: dict[str, str], timeout_s: float = 300.0):
+        self.hooks = dict(hooks)
+        self.env = dict(env)
+        self.timeout_s = timeout_s
+
+    def run(self, d: Decision, decision_id: str) -> tuple[str, str]:
+        cmd = self.hooks.get(d.action.value)
+        if cmd is None:
+            if d.action is Action.NOTIFY:
+                return "done", "notified (journal, dashboards, /metrics)"
+            return "skipped", (f"no hook for {d.action.value}: rlguard watch cannot act on this run itself; "
+                               f"add --hook {d.action.value}='COMMAND'")
+        env = {**os.environ, **self.env, "RLGUARD_ACTION": d.action.value, "RLGUARD_STEP": str(d.step),
+               "RLGUARD_TARGET_STEP": "" if d.target_step is None else str(d.target_step),
+               "RLGUARD_PARAMS": json.dumps(d.params), "RLGUARD_REASON": d.reason,
+               "RLGUARD_DECISION_ID": decision_id}
+        body = json.dumps({**d.to_dict(), "decision_id": decision_id}, allow_nan=True)
+        try:
+            # Its own process group: a timeout kills the shell *and* what it started (a bare kill of
+            # the shell would leave a grandchild holding the output pipes, and watch waiting on them).
+            proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        except OSError as e:
+            return "failed", f"hook {cmd!r} could not start: {e}"
+        try:
+            stdout, stderr = proc.communicate(body, timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            stdout, stderr = proc.communicate()
+            return "failed", f"hook {cmd!r} timed out after {self.timeout_s:g} s (killed){_tail(stderr or stdout)}"
+        if proc.returncode != 0:
+            return "failed", f"hook {cmd!r} exited {proc.returncode}{_tail(stderr or stdout)}"
+        return "done", f"hook {cmd!r} exited 0{_tail(stdout)}"
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(text: str) -> str:
+    text = (text or "").strip()
+    return f": {text[-OUTPUT_TAIL_CHARS:]}" if text else ""
+
+
+class Watcher:
+    """observe (a metrics event) -> detect -> decide -> act (hooks) -> record (journal, sinks)."""
+
+    def __init__(self, metrics_path: str | Path, run_dir: str | Path, config: RunConfig, *,
+                 hooks: dict[str, str] | None = None, names: str = "rlguard", checkpoint_every: int = 50,
+                 hook_timeout_s: float = 300.0, sinks: list | None = None):
+        from orchestrator.components import build_monitors
+        from orchestrator.journal import Journal
+        from orchestrator.sinks import SinkFanout
+        from policies.config import PolicyConfigError, policy_config_from_dict
+        from policies.replay import ReplaySimulator
+
+        self.metrics_path = Path(metrics_path).resolve()
+        self.run_dir = Path(run_dir).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.names = names
+        self.monitors = build_monitors(config.monitors)
+        try:
+            self.policy_cfg = policy_config_from_dict(config.policies, "policies")
+        except PolicyConfigError as e:
+            raise ConfigError(str(e)) from None
+        self.sim = ReplaySimulator(self.policy_cfg, checkpoint_every=checkpoint_every,
+                                   confirm_steps=config.supervisor.checkpoints.confirm_steps)
+        self.default_constraints = {k: float(v) for k, v in config.trainer.items()
+                                    if k in ("kl_coef", "clip_range", "lr") and isinstance(v, (int, float))}
+        self.journal = Journal(self.run_dir / "journal.jsonl")
+        self.sinks = SinkFanout(sinks)
+        self.hooks = HookRunner(hooks or {}, {"RLGUARD_RUN_DIR": str(self.run_dir),
+                                              "RLGUARD_METRICS": str(self.metrics_path)}, hook_timeout_s)
+        self.halted = False
+        self.step: int | None = None
+        self.events = 0
+        self.recent_alerts: list[dict] = []
+        self._lock = threading.Lock()  # status() is read from the HTTP thread
+
+    # ------------------------------------------------------------------ the loop's steps
+
+    def handle(self, event: MetricEvent) -> list[Decision]:
+        event = self._renamed(event)
+        if self.events == 0:
+            self._start_constraints(event)
+        self.events += 1
+        self.step = event.step
+        self.sinks.on_event(event)
+        alerts = self.monitors.update(event)  # detect
+        self._record_alerts(alerts)
+        decisions = self.sim.observe(event.step, alerts, event.metrics)  # decide
+        for d in decisions:
+            self.carry_out(d, alerts)
+        return decisions
+
+    def check_stall(self, now: float | None = None) -> list[Alert]:
+        alerts = self.monitors.check_stall(time.time() if now is None else now)
+        self._record_alerts(alerts)
+        return alerts
+
+    def carry_out(self, d: Decision, alerts=()) -> str:
+        """Journal `d` as decided, run its hook (per mode), journal the outcome."""
+        target = {"step": d.target_step} if d.action is Action.ROLLBACK else None
+        did = self.journal.decided(d, alerts=alerts, constraints=self.sim.constraints, target=target)
+        self.sinks.on_decision(d, "decided", "")
+        approved_by_timeout = d.mode == "approve" and self.policy_cfg.approval.on_timeout == "approve"
+        if d.action is not Action.NOTIFY and d.mode == "advise":
+            phase, outcome = "skipped", f"advise mode: would {d.action.value}; not carried out"
+        elif d.action is not Action.NOTIFY and d.mode == "approve" and not approved_by_timeout:
+            phase, outcome = "skipped", "approve mode: nobody can approve inside rlguard watch; not carried out"
+        else:
+            phase, outcome = self.hooks.run(d, did)  # act
+        self.journal.finished(did, phase, outcome)
+        self.sinks.on_decision(d, phase, outcome)
+        log.warning("%s at step %d: %s -> %s: %s", d.action.value, d.step, d.reason, phase, outcome)
+        if d.action is Action.HALT and phase == "done":
+            self.halted = True
+        return did
+
+    def status(self) -> dict:
+        with self._lock:
+            return {"state": "halted" if self.halted else "watching", "mode": "watch", "step": self.step,
+                    "events": self.events, "constraints": dict(self.sim.constraints),
+                    "initial_constraints": dict(self.sim.initial_constraints),
+                    "alerts": list(self.recent_alerts[-20:]),
+                    "checkpoints": [{"step": c.step, "health": str(getattr(c.health, "value", c.health)),
+                                     "assumed": True} for c in self.sim.checkpoint_views()],
+                    "metrics_file": str(self.metrics_path), "run_dir": str(self.run_dir),
+                    "sink_errors": self.sinks.error_total}
+
+    def close(self, reason: str) -> None:
+        self.journal.note(f"watch stopped: {reason}", event="watch_stopped", step=self.step, events=self.events)
+        self.journal.close()
+        self.sinks.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _renamed(self, event: MetricEvent) -> MetricEvent:
+        if self.names == "rlguard":
+            return event
+        from orchestrator.integrations.metric_names import map_metrics
+
+        return MetricEvent(step=event.step, metrics=map_metrics(event.metrics, self.names), time=event.time,
+                           attempt=event.attempt, extra=event.extra)
+
+    def _start_constraints(self, event: MetricEvent) -> None:
+        """Values the stream does not carry come from the config's trainer section."""
+        for k, v in self.default_constraints.items():
+            if event.metrics.get(k) is None:
+                event.metrics[k] = v
+
+    def _record_alerts(self, alerts: list[Alert]) -> None:
+        for a in alerts:
+            self.journal.alert(a)
+            self.sinks.on_alert(a)
+            with self._lock:
+                self.recent_alerts.append(a.to_dict())
+                del self.recent_alerts[:-100]
+
+
+# ====================================================================== CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlguard watch", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("metrics", help="the run's metrics.jsonl (METRICS.md events); may not exist yet")
+    p.add_argument("--config", help="run config YAML: monitors/policies sections (trainer: starting constraints)")
+    p.add_argument("--out", help="watch directory for journal.jsonl (default: METRICS_DIR/rlguard-watch)")
+    p.add_argument("--port", type=int, default=None, help="serve /api/status, /metrics and the dashboard on "
+                   "127.0.0.1:PORT (0: a free port, written to OUT/supervisor.json)")
+    p.add_argument("--hook", action="append", default=[], metavar="ACTION=COMMAND",
+                   help="shell command carrying out ACTION (rollback, halt, tighten, relax, notify); repeatable")
+    p.add_argument("--hook-timeout-s", type=float, default=300.0, help="a hook running longer fails")
+    p.add_argument("--names", default="rlguard", help="metric names of the stream: rlguard (METRICS.md), trl, "
+                   "verl, openrlhf")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="the watched trainer checkpoints every N "
+                   "steps: rollback targets are chosen among those steps")
+    p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
+                   help="stop after this long without new events (default: run until SIGINT/SIGTERM)")
+    p.add_argument("--poll-s", type=float, default=0.5, help="how often the file is checked for new lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    return p
+
+
+def parse_hooks(items: list[str]) -> dict[str, str]:
+    allowed = [a.value for a in Action]
+    hooks: dict[str, str] = {}
+    for item in items:
+        action, sep, cmd = item.partition("=")
+        action = action.strip()
+        if not sep or not cmd.strip():
+            raise ConfigError(f"--hook {item!r}: expected ACTION=COMMAND, e.g. --hook rollback='./rollback.sh'")
+        if action not in allowed:
+            raise ConfigError(f"--hook {item!r}: unknown action {action!r}; expected one of {', '.join(allowed)}")
+        if not shlex.split(cmd):
+            raise ConfigError(f"--hook {action}: the command is empty")
+        hooks[action] = cmd
+    return hooks
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s rlguard watch %(levelname)s %(message)s")
+    from orchestrator.integrations.metric_names import table_for
+    from orchestrator.journal import JournalError
+
+    metrics = Path(args.metrics)
+    run_dir = Path(args.out) if args.out else metrics.parent / "rlguard-watch"
+    try:
+        config = load_run_config(args.config)[0] if args.config else parse_run_config({})
+        hooks = parse_hooks(args.hook)
+        table_for(args.names)
+        if args.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every {args.checkpoint_every}: must be >= 1")
+        from orchestrator.components import validate_all
+
+        validate_all(config)
+        sinks, routes = _dashboards(run_dir, config) if args.port is not None else ([], [])
+        watcher = Watcher(metrics, run_dir, config, hooks=hooks, names=args.names.lower(),
+                          checkpoint_every=args.checkpoint_every, hook_timeout_s=args.hook_timeout_s, sinks=sinks)
+    except (ConfigError, ValueError, JournalError) as e:
+        print(f"rlguard watch: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+    reason = {"why": "end"}
+
+    def on_signal(signum, _frame):
+        reason["why"] = f"received {signal.Signals(signum).name}"
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    http = None
+    try:
+        if args.port is not None:
+            http = _serve(watcher, routes, args.port, run_dir)
+        watcher.journal.note(f"watch started on {metrics}", event="watch_started", metrics=str(metrics),
+                             hooks=hooks, url=http.url if http else "")
+        print(f"rlguard watch: following {metrics}; journal {run_dir / 'journal.jsonl'}"
+              + (f"; dashboard {http.url}" if http else ""), file=sys.stderr)
+        reason["why"] = follow(watcher, metrics, stop, idle_s=args.until_idle, poll_s=args.poll_s)
+    finally:
+        watcher.close(reason["why"])
+        if http is not None:
+            http.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"rlguard watch: {reason['why']} after {watcher.events} events", file=sys.stderr)
+    return EXIT_HALTED if watcher.halted else EXIT_OK
+
+
+def follow(watcher: Watcher, metrics: Path, stop: threading.Event, *, idle_s: float | None,
+           poll_s: float = 0.5) -> str:
+    """Tail `metrics` into the watcher until stop, idle, or a carried-out halt. Returns why it ended."""
+    from monitors.reader import EventReader
+
+    last_data = time.monotonic()
+    while not metrics.exists():  # the run may not have written its first step yet
+        if stop.wait(poll_s):
+            return "stopped before the metrics file appeared"
+        if idle_s is not None and time.monotonic() - last_data >= idle_s:
+            return f"{metrics} did not appear within {idle_s:g} s"
+    last_stall_check = 0.0
+
+    def should_stop() -> bool:
+        nonlocal last_stall_check
+        if time.monotonic() - last_stall_check >= 1.0:  # stall detection runs on the wall clock
+            last_stall_check = time.monotonic()
+            watcher.check_stall()
+        return stop.is_set() or watcher.halted
+
+    reader = EventReader(metrics, follow=True, poll_interval_s=poll_s, idle_timeout_s=idle_s, stop=should_stop,
+                         on_error=lambda e: watcher.journal.note(f"bad line {e.lineno} in {metrics}: {e.reason}",
+                                                                 event="bad_event", lineno=e.lineno),
+                         sleep=lambda s: stop.wait(s))
+    for event in reader:
+        watcher.handle(event)
+        if watcher.halted:
+            return "halted by a policy decision (its hook ran)"
+        if stop.is_set():
+            break
+    if stop.is_set():
+        return "signal"
+    return "halted" if watcher.halted else f"idle for {idle_s:g} s" if idle_s is not None else "end of file"
+
+
+class _WatchControl:
+    """The ControlTarget of control_api for a run rlguard does not control: status only."""
+
+    def __init__(self, watcher: Watcher):
+        self.watcher = watcher
+
+    def status(self) -> dict:
+        return self.watcher.status()
+
+    def worker_sync(self, body: dict) -> dict:
+        return {"commands": []}
+
+    def worker_heartbeat(self, body: dict) -> None:
+        return None
+
+    def operator(self, action: str, body: dict) -> tuple[int, dict]:
+        return 409, {"error": f"rlguard watch observes a run it does not control: {action} is not possible; "
+                              "use the watched trainer's own controls, or --hook commands"}
+
+
+def _dashboards(run_dir: Path, config: RunConfig) -> tuple[list, list]:
+    from orchestrator.default_sinks import default_sinks_and_routes
+
+    return default_sinks_and_routes(run_dir, config)
+
+
+def _serve(watcher: Watcher, routes: list, port: int, run_dir: Path):
+    from orchestrator.control_api import ControlServer, build_app
+    from orchestrator.run_files import RunFiles
+
+    files = RunFiles(run_dir)
+    app = build_app(_WatchControl(watcher), files.ensure_token(), routes)
+    server = ControlServer(app, "127.0.0.1", port)
+    server.start()
+    files.write_supervisor_info(server.url, server.port, worker=None)
+    return server
