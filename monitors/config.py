@@ -1,0 +1,287 @@
+"""Monitor settings: one typed, validated config; the defaults are the shipped profile.
+
+Every threshold is scale-free (robust z-scores against the run's own baseline, ratios of a
+metric's level to its own established level, or a target false-alarm rate), so the same
+profile works for any reward-model units, KL convention (per-token mean or summed) and
+length cap. `rlguard monitors --print-config` lists every field with its default and meaning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CORE_METRICS = ["reward", "kl", "perplexity", "response_length"]
+TRACKED_METRICS = CORE_METRICS + [
+    "kl_seq", "entropy", "ref_perplexity", "distinct_2", "truncated_fraction", "reward_std",
+]
+
+
+class _Strict(BaseModel):
+    # extra="forbid": a misspelt key is an error naming it, never silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+
+class TrackConfig(_Strict):
+    """How each metric's rolling baseline is kept (shared by all detectors)."""
+
+    baseline_window_steps: int = Field(60, ge=8)
+    """Values in the rolling baseline that the median/MAD (level and scale) come from."""
+    baseline_lag_steps: int = Field(8, ge=0)
+    """The baseline ends this many steps before now, so a fresh change is not absorbed before it is
+    detected (detection must happen within this lag of onset to see the full shift)."""
+    recent_window_steps: int = Field(3, ge=1)
+    """The current level of a metric is the median of its last this-many values (robust to one-step outliers)."""
+    warmup_steps: int = Field(30, ge=4)
+    """Values a metric needs in the current run before its detectors may fire (early training moves fast)."""
+    refresh_every_steps: int = Field(8, ge=1)
+    """Recompute the baseline median/MAD every this-many values (they move slowly; this keeps updates cheap)."""
+
+
+class NonFiniteConfig(_Strict):
+    enabled: bool = True
+    """NaN or +-Infinity in any metric (or in the listed ones) is a critical alert at once."""
+    metrics: list[str] | None = None
+    """Metrics to check; None = every metric in the event."""
+
+
+class BoundRule(_Strict):
+    metric: str
+    """Metric the bound applies to."""
+    upper: float | None = None
+    """Alert when the value is above this (None: no upper bound)."""
+    lower: float | None = None
+    """Alert when the value is below this (None: no lower bound)."""
+    patience_steps: int = Field(3, ge=1)
+    """Consecutive out-of-bound steps before alerting (one noisy step is not an incident)."""
+    severity: Literal["warning", "critical"] = "warning"
+    """Severity of the alert."""
+    only_if_established_inside: bool = False
+    """Alert only when the metric's established level (after warm-up) was inside the bound: a run that
+    always sits outside it (a tiny length cap truncating most answers) is normal for that run."""
+
+    @model_validator(mode="after")
+    def _has_a_bound(self):
+        if self.upper is None and self.lower is None:
+            raise ValueError(f"bound on {self.metric!r} needs 'upper' or 'lower'")
+        return self
+
+
+class BoundsConfig(_Strict):
+    enabled: bool = True
+    """Fixed bounds with patience. A KL budget is a rule here, e.g. {metric: kl, upper: 0.2, severity: critical}."""
+    rules: list[BoundRule] = Field(default_factory=lambda: [
+        BoundRule(metric="truncated_fraction", upper=0.5, patience_steps=5, severity="warning",
+                  only_if_established_inside=True),
+        BoundRule(metric="truncated_fraction", upper=0.9, patience_steps=5, severity="critical",
+                  only_if_established_inside=True),
+    ])
+    """The bound rules (truncated_fraction is a share, and judged against the run's own established level,
+    so these defaults hold for any length cap)."""
+
+
+class SpikeConfig(_Strict):
+    enabled: bool = True
+    """One-step outliers: |x - rolling median| in robust standard deviations (1.4826 * MAD)."""
+    metrics: list[str] = Field(default_factory=lambda: ["grad_norm", "policy_loss", "value_loss", "approx_kl"])
+    """Metrics to watch. Default: the optimization-health metrics (loss spikes, trl #101). One-step outliers
+    of reward/KL/length are benign and the change-point and pattern detectors cover their real shifts."""
+    threshold_sigma: float = Field(12.0, gt=0)
+    """Robust z above which a value is a spike (high: RLHF metrics are heavy-tailed)."""
+
+
+class ChangePointConfig(_Strict):
+    enabled: bool = True
+    """Two-sided CUSUM on standardized, prewhitened (AR(1)) residuals against the rolling baseline."""
+    metrics: list[str] = Field(default_factory=lambda: list(TRACKED_METRICS))
+    """Metrics to watch."""
+    target_arl_steps: float = Field(100000.0, ge=100)
+    """In-control average run length per metric: the threshold h is derived from it (Siegmund's
+    approximation, both sides), i.e. about one false warning per this many healthy steps per metric."""
+    shift_sigma: float = Field(2.0, gt=0)
+    """Smallest shift (innovation standard deviations) worth detecting fast; the reference value k is half of it."""
+    directions: dict[str, Literal["up", "down", "both"]] = Field(default_factory=lambda: {"reward": "down"})
+    """Which shifts to report per metric (default both); reward rising is the point of training."""
+    min_level_z: float = Field(4.0, ge=0)
+    """The shift must also show in the current level: |median of the recent window - baseline| of at least
+    this many sigmas (the larger of the window's robust sigma and the long-run residual sigma), which
+    CUSUM excursions driven by baseline-estimation error or slow autocorrelated wander rarely reach."""
+    clip_sigma: float = Field(4.0, gt=0)
+    """Residuals are clipped to +-this before accumulating, so heavy tails and single outliers cannot trip it."""
+
+
+class DriftRule(_Strict):
+    metric: str
+    """Metric whose level is compared to its established level."""
+    max_ratio: float | None = None
+    """Alert when level / established level rises above this (positive metrics)."""
+    min_ratio: float | None = None
+    """Alert when level / established level falls below this (positive metrics)."""
+
+
+class DriftConfig(_Strict):
+    enabled: bool = True
+    """Sustained drift beyond a budget relative to the run's own established level (set after warm-up)."""
+    establish_steps: int = Field(30, ge=5)
+    """Values after warm-up whose median is the established level (kept across rollbacks)."""
+    patience_steps: int = Field(5, ge=1)
+    """Consecutive steps beyond budget before alerting."""
+    rules: list[DriftRule] = Field(default_factory=lambda: [
+        DriftRule(metric="kl", max_ratio=10.0),
+        DriftRule(metric="kl_seq", max_ratio=10.0),
+        DriftRule(metric="response_length", max_ratio=2.5, min_ratio=0.4),
+        DriftRule(metric="perplexity", max_ratio=3.0, min_ratio=0.5),
+        DriftRule(metric="entropy", max_ratio=3.0, min_ratio=0.2),
+        DriftRule(metric="ref_perplexity", max_ratio=3.0),
+        DriftRule(metric="distinct_2", min_ratio=0.5),
+    ])
+    """Budgets (ratios, so unit-free)."""
+
+
+class PatternConfig(_Strict):
+    """The compound detectors of the paper's failure patterns (collapse, empty answers, gibberish,
+    negative-KL explosion, KL runaway). A metric 'moves' when its current level (recent median)
+    differs from its lagged baseline by at least `shift_z` robust standard deviations AND by the
+    relative amount named per metric, so neither noise nor a tiny absolute change qualifies."""
+
+    enabled: bool = True
+    """Turn all compound detectors on or off."""
+    shift_z: float = Field(5.0, gt=0)
+    """Robust z (current level vs lagged baseline) for a metric to count as moving."""
+    kl_up_ratio: float = Field(1.3, gt=1)
+    """KL counts as 'up' at this multiple of its baseline level (and `corroborate_z` robust sigmas: KL is
+    noisy, and in the collapse pattern it corroborates length and diversity moving)."""
+    corroborate_z: float = Field(3.0, gt=0)
+    """Robust z for a metric that corroborates a pattern whose other witnesses moved by `shift_z`."""
+    strong_length_ratio: float = Field(1.5, gt=1)
+    """Without KL moving, collapse needs length at this multiple of baseline..."""
+    strong_diversity_ratio: float = Field(0.75, gt=0, lt=1)
+    """...and perplexity / entropy / distinct_2 below this multiple (reward not falling)."""
+    length_up_ratio: float = Field(1.3, gt=1)
+    """Response length counts as 'toward the cap' at this multiple of its baseline level."""
+    truncated_up_abs: float = Field(0.2, gt=0)
+    """truncated_fraction counts as 'up' when it rose by this much (a share: unit-free)."""
+    diversity_down_ratio: float = Field(0.85, gt=0, lt=1)
+    """Perplexity / entropy / distinct_2 count as 'down' below this multiple of their baseline."""
+    reward_fall_z: float = Field(3.0, gt=0)
+    """Reward counts as 'falling' below baseline by this many robust standard deviations."""
+    confirm_steps: int = Field(1, ge=1)
+    """Consecutive steps a compound pattern must hold before it alerts."""
+    single_metric_confirm_steps: int = Field(3, ge=1)
+    """Consecutive steps for the KL-only patterns (negative_kl, kl_runaway), which must also still be
+    moving away at the end: one metric alone needs more evidence than several agreeing."""
+    empty_length_ratio: float = Field(0.25, gt=0, lt=1)
+    """Empty/very short answers: response length below this multiple of its baseline (or established) level..."""
+    empty_length_tokens: float = Field(2.0, ge=0)
+    """...or at most this many tokens (an answer of EOS alone)."""
+    gibberish_up_ratio: float = Field(1.5, gt=1)
+    """Gibberish: entropy / ref_perplexity / perplexity above this multiple of baseline while reward falls."""
+    negative_kl_factor: float = Field(2.0, gt=1)
+    """Negative-KL explosion: KL below -(this x the established |KL| level)."""
+    kl_runaway_ratio: float = Field(3.0, gt=1)
+    """KL runaway: KL above this multiple of its (lagged) baseline, i.e. growing fast, and still rising..."""
+    kl_runaway_established_ratio: float = Field(5.0, gt=1)
+    """...and above this multiple of its established level (KL growing several-fold early in a run is normal)."""
+
+
+class EvalShapeConfig(_Strict):
+    enabled: bool = True
+    """Paper Appendix A: the held-out eval reward distribution turning long-tailed."""
+    skew_rise: float = Field(1.0, gt=0)
+    """Alert when eval_reward_skew rises this much above its established level (skewness is unit-free)."""
+    tail_ratio: float = Field(2.0, gt=1)
+    """Alert when (eval_reward_p90 - eval_reward) grows to this multiple of its established value."""
+    establish_evals: int = Field(3, ge=1)
+    """Evaluations whose median is the established level."""
+    patience_evals: int = Field(2, ge=1)
+    """Consecutive evaluations beyond budget before alerting."""
+
+
+class StallConfig(_Strict):
+    enabled: bool = True
+    """No event for a while: the worker is hung, deadlocked or dead."""
+    min_s: float = Field(120.0, gt=0)
+    """Never call a stall before this many seconds without an event."""
+    factor: float = Field(10.0, gt=1)
+    """...nor before this many times the run's median step interval (slow steps are not stalls)."""
+    critical_factor: float = Field(3.0, ge=1)
+    """A stall becomes critical at this multiple of the warning threshold."""
+
+
+class IncidentConfig(_Strict):
+    rearm_steps: int = Field(10, ge=1)
+    """An incident (one alert per detector and metric) ends after this many steps without the condition;
+    only then can the same detector alert again on that metric."""
+
+
+class MonitorConfig(_Strict):
+    """All detector settings. Load from YAML with `load_monitor_config(path)`."""
+
+    track: TrackConfig = Field(default_factory=TrackConfig)
+    """Rolling baseline shared by the detectors."""
+    incident: IncidentConfig = Field(default_factory=IncidentConfig)
+    """Alert-storm control."""
+    non_finite: NonFiniteConfig = Field(default_factory=NonFiniteConfig)
+    """NaN / Infinity."""
+    bounds: BoundsConfig = Field(default_factory=BoundsConfig)
+    """Fixed bounds with patience."""
+    spike: SpikeConfig = Field(default_factory=SpikeConfig)
+    """One-step outliers."""
+    change_point: ChangePointConfig = Field(default_factory=ChangePointConfig)
+    """Level shifts (CUSUM)."""
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    """Slow drift beyond a budget."""
+    patterns: PatternConfig = Field(default_factory=PatternConfig)
+    """Compound failure patterns (the critical ones)."""
+    eval_shape: EvalShapeConfig = Field(default_factory=EvalShapeConfig)
+    """Held-out eval reward distribution shape."""
+    stall: StallConfig = Field(default_factory=StallConfig)
+    """No events."""
+
+
+class MonitorConfigError(ValueError):
+    """A config file that cannot be used; the message names the field and the fix."""
+
+
+def _describe(e: ValidationError, source: str) -> str:
+    lines = [f"invalid monitor config ({source}):"]
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key; see `rlguard monitors --print-config` for the valid fields")
+        else:
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def monitor_config_from_dict(d: dict | None, source: str = "dict") -> MonitorConfig:
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise MonitorConfigError(f"invalid monitor config ({source}): expected a mapping, got {type(d).__name__}")
+    # A run's config.yaml may hold the monitor settings under a `monitors:` key.
+    if set(d) == {"monitors"}:
+        d = d["monitors"] or {}
+    try:
+        return MonitorConfig.model_validate(d)
+    except ValidationError as e:
+        raise MonitorConfigError(_describe(e, source)) from None
+
+
+def load_monitor_config(path: str | Path | None = None) -> MonitorConfig:
+    """The shipped defaults (path None) or a YAML file's overrides of them."""
+    if path is None:
+        return MonitorConfig()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise MonitorConfigError(f"cannot read monitor config {p}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise MonitorConfigError(f"monitor config {p} is not valid YAML: {e}") from None
+    return monitor_config_from_dict(data, source=str(p))

@@ -1,0 +1,132 @@
+"""MonitorStack: one metric event in, the alerts of every detector out.
+
+Per event: (1) a step lower than (or equal to) the last one starts a new segment (a rollback
+or restart): rolling windows and open incidents restart, the run's established scale stays;
+(2) each finite value of a tracked metric updates its shared MetricTrack once (non-finite
+values never enter a baseline); (3) the detectors run in priority order: non-finite, bounds,
+spike, change point, drift, compound patterns, eval shape. Stall is checked separately with
+`check_stall(now)` because it is about the absence of events.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable
+
+from monitors.alerts import Alert
+from monitors.calibration import pipeline_threshold
+from monitors.config import MonitorConfig
+from monitors.detectors import (
+    BoundsDetector,
+    ChangePointDetector,
+    Detector,
+    DriftDetector,
+    NonFiniteDetector,
+    SpikeDetector,
+)
+from monitors.events import MetricEvent
+from monitors.patterns import DIVERSITY, EXPLOSIVE, EvalShapeDetector, PatternDetector
+from monitors.stall import StallDetector
+from monitors.track import MetricTrack
+
+STATE_VERSION = 1
+
+
+class MonitorStack:
+    def __init__(self, cfg: MonitorConfig | None = None, clock: Callable[[], float] = _time.time):
+        self.cfg = cfg = cfg if cfg is not None else MonitorConfig()
+        self.clock = clock
+        r = cfg.incident.rearm_steps
+        self.detectors: list[Detector] = []
+        if cfg.non_finite.enabled:
+            self.detectors.append(NonFiniteDetector(cfg.non_finite, r))
+        if cfg.bounds.enabled and cfg.bounds.rules:
+            self.detectors.append(BoundsDetector(cfg.bounds, r))
+        tracked: set[str] = set()
+        if cfg.spike.enabled:
+            self.detectors.append(SpikeDetector(cfg.spike, r))
+            tracked |= set(cfg.spike.metrics)
+        if cfg.change_point.enabled:
+            self.detectors.append(ChangePointDetector(cfg.change_point, r))
+            tracked |= set(cfg.change_point.metrics)
+        if cfg.drift.enabled:
+            self.detectors.append(DriftDetector(cfg.drift, r))
+            tracked |= {rule.metric for rule in cfg.drift.rules}
+        if cfg.patterns.enabled:
+            self.detectors.append(PatternDetector(cfg.patterns, r))
+            tracked |= {"reward", "kl", "kl_seq", "response_length", "truncated_fraction", *DIVERSITY, *EXPLOSIVE}
+        if cfg.eval_shape.enabled:
+            self.detectors.append(EvalShapeDetector(cfg.eval_shape, r))
+        self.tracked = tracked
+        self.stall = StallDetector(cfg.stall)
+        self.tracks: dict[str, MetricTrack] = {}
+        self.last_step: int | None = None
+        self.segments = 0
+        self.events = 0
+        cp = cfg.change_point
+        self._track_args = dict(k=cp.shift_sigma / 2.0, clip=cp.clip_sigma, establish_steps=cfg.drift.establish_steps,
+                                h=pipeline_threshold(cp.target_arl_steps, cp.shift_sigma / 2.0))
+
+    def _track(self, name: str) -> MetricTrack:
+        t = self.tracks.get(name)
+        if t is None:
+            t = self.tracks[name] = MetricTrack(name, self.cfg.track, **self._track_args)
+        return t
+
+    def new_segment(self) -> None:
+        self.segments += 1
+        for t in self.tracks.values():
+            t.new_segment()
+        for d in self.detectors:
+            d.new_segment()
+
+    def update(self, event: MetricEvent) -> list[Alert]:
+        """Feed one event (in step order); returns the alerts it raises, highest priority first."""
+        step = event.step
+        if self.last_step is not None and step <= self.last_step:
+            self.new_segment()
+        self.last_step = step
+        self.events += 1
+        values = event.metrics
+        tracked = self.tracked
+        for name, v in values.items():
+            if v is not None and v - v == 0.0 and name in tracked:
+                t = self.tracks.get(name) or self._track(name)
+                t.push(step, v)
+        alerts: list[Alert] = []
+        for d in self.detectors:
+            found = d.update(step, values, self.tracks)
+            if found:
+                alerts.extend(found)
+        self.stall.observe(step, event.time if event.time is not None else self.clock())
+        return alerts
+
+    def check_stall(self, now: float | None = None) -> list[Alert]:
+        """Alerts when no event came for too long; `now` is event time in replay, wall clock live."""
+        return self.stall.check(self.clock() if now is None else now)
+
+    def state_dict(self) -> dict:
+        return {
+            "version": STATE_VERSION,
+            "last_step": self.last_step,
+            "segments": self.segments,
+            "events": self.events,
+            "tracks": {n: t.state_dict() for n, t in self.tracks.items()},
+            "detectors": {d.name: d.state_dict() for d in self.detectors},
+            "stall": self.stall.state_dict(),
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        if d.get("version") != STATE_VERSION:
+            raise ValueError(f"monitor state version {d.get('version')!r} is not {STATE_VERSION}: "
+                             "start the monitors fresh (they re-warm in a few dozen steps)")
+        self.last_step = d["last_step"]
+        self.segments = int(d["segments"])
+        self.events = int(d["events"])
+        self.tracks = {}
+        for name, td in d["tracks"].items():
+            self._track(name).load_state_dict(td)
+        for det in self.detectors:
+            if det.name in d["detectors"]:
+                det.load_state_dict(d["detectors"][det.name])
+        self.stall.load_state_dict(d["stall"])

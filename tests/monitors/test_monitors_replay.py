@@ -1,0 +1,97 @@
+"""`rlguard replay`: JSON lines in step order, policies' decisions, exit codes, the real benign traces."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from monitors.replay import main
+from tests.monitors.monitor_streams import collapse, events, healthy_stream
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shared_dir() -> Path | None:
+    env = os.environ.get("RLGUARD_SHARED")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def _write(path: Path, evs, extra_lines=()) -> Path:
+    with path.open("w") as f:
+        for i, ev in enumerate(evs):
+            if i == 50:
+                for line in extra_lines:
+                    f.write(line + "\n")
+            f.write(ev.to_json() + "\n")
+    return path
+
+
+@pytest.fixture
+def collapse_trace(tmp_path) -> Path:
+    rows = collapse(healthy_stream(260, seed=31, extra=("entropy",)), onset=200)
+    for r in rows:
+        r.update(kl_coef=0.05, clip_range=0.2, lr=1e-6)
+    return _write(tmp_path / "metrics.jsonl", events(rows), extra_lines=["{broken", '{"step": "x"}'])
+
+
+def test_json_lines_in_step_order_with_alerts_and_decisions(collapse_trace, capsys):
+    assert main([str(collapse_trace), "--format", "json"]) == 0
+    cap = capsys.readouterr()
+    recs = [json.loads(line) for line in cap.out.splitlines()]
+    steps = [r["step"] for r in recs]
+    assert steps == sorted(steps)
+    crit = [r for r in recs if r["type"] == "alert" and r["severity"] == "critical"]
+    assert crit[0]["code"] == "pattern_collapse" and crit[0]["metric"] in ("kl", "response_length")
+    assert 200 <= crit[0]["step"] <= 210 and crit[0]["onset_step"] <= crit[0]["step"]
+    assert set(crit[0]) >= {"step", "type", "detector", "metric", "severity", "onset_step", "message"}
+    assert "2 bad lines" in cap.err and "line 51" in cap.err
+    if importlib.util.find_spec("policies.replay") is not None:
+        actions = [r for r in recs if r["type"] == "action"]
+        assert actions, "policies are importable: decisions must be printed"
+        assert {"action", "target_step", "reason", "params"} <= set(actions[0])
+        assert any(a["action"] in ("rollback", "halt", "tighten") and a["step"] >= crit[0]["step"] for a in actions)
+
+
+def test_text_format_run_directory_and_no_policies(collapse_trace, capsys):
+    assert main([str(collapse_trace.parent), "--no-policies"]) == 0
+    out = capsys.readouterr().out
+    assert "CRITICAL pattern_collapse" in out and "ACTION" not in out
+
+
+def test_unreadable_inputs_exit_2(tmp_path, capsys):
+    assert main([str(tmp_path / "missing.jsonl")]) == 2
+    trace = _write(tmp_path / "t.jsonl", events(healthy_stream(5)))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("monitors:\n  nope: 1\n")
+    assert main([str(trace), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "nope: unknown key" in err and "monitors" in err
+
+
+def test_monitors_only_config_file_is_accepted(tmp_path, capsys):
+    trace = _write(tmp_path / "t.jsonl", events(healthy_stream(60)))
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("bounds:\n  rules:\n    - {metric: kl, upper: 0.001, patience_steps: 2, severity: critical}\n")
+    assert main([str(trace), "--config", str(cfg), "--format", "json", "--no-policies"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert recs[0]["code"] == "bound" and recs[0]["step"] == 2
+
+
+def test_real_benign_traces_raise_no_critical_alert(capsys):
+    sd = shared_dir()
+    if sd is None or not (sd / "data" / "real-traces").is_dir():
+        pytest.skip("shared data not found: set RLGUARD_SHARED or put shared/ beside the repo (../shared)")
+    traces = sorted((sd / "data" / "real-traces").glob("*[0-9].jsonl"))
+    assert len(traces) == 10
+    for trace in traces:
+        assert main([str(trace), "--format", "json", "--no-policies"]) == 0
+        recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        crit = [r for r in recs if r["severity"] == "critical"]
+        assert crit == [], f"{trace.name}: {crit}"
