@@ -43,6 +43,28 @@ def shared_dir() -> Path | None:
     return None
 
 
+def shifted_collapse_table() -> None:
+    """The real collapse started after k healthy-looking steps (the PPO-max fixture's first k)."""
+    fx = REPO / "bench" / "fixtures"
+    if not (fx / "hacking_vanilla_collapse.jsonl").is_file():
+        return
+    from monitors.events import MetricEvent
+
+    healthy = list(EventReader(fx / "hacking_ppo_max.jsonl"))
+    collapse = list(EventReader(fx / "hacking_vanilla_collapse.jsonl"))
+    print("### The real collapse after k healthy steps (collapse starts at step k+1)\n")
+    print("| k | first critical | delay after k+1 | onset |")
+    print("|---|---|---|---|")
+    for k in (0, 4, 10, 16, 20, 24):
+        events = [MetricEvent(step=i + 1, metrics=e.metrics) for i, e in enumerate(healthy[:k] + collapse)]
+        crit = [a for a in run_rlguard(events) if a[1] == "critical"]
+        if crit:
+            print(f"| {k} | step {crit[0][0]} {crit[0][2]} | {crit[0][0] - k - 1} | {crit[0][3]} |")
+        else:
+            print(f"| {k} | none | - | - |")
+    print()
+
+
 # -- the detectors under test: each returns [(step, severity)] alarms for one scenario -----------
 
 def run_rlguard(events) -> list[tuple[int, str, str, int]]:
@@ -236,6 +258,8 @@ def main(argv=None) -> int:
     print("| detector | collapse detected | median delay | p95 delay | FA /10k healthy steps |")
     print("|---|---|---|---|---|")
     for key in args.baselines.split(","):
+        if not key:
+            continue
         name, fn = BASELINES[key]
         fail, healthy = Score(), Score()
         for lst in scen.values():
@@ -257,20 +281,24 @@ def main(argv=None) -> int:
     # real traces
     sd = shared_dir()
     traces = sorted((sd / "data" / "real-traces").glob("*[0-9].jsonl")) if sd else []
-    fixtures = [REPO / "bench" / "fixtures" / n for n in ("hacking_vanilla.jsonl", "hacking_ppo_max.jsonl")]
+    fixtures = [REPO / "bench" / "fixtures" / n
+                for n in ("hacking_vanilla_collapse.jsonl", "hacking_vanilla.jsonl", "hacking_ppo_max.jsonl")]
     real_rows = [(t, "benign") for t in traces] + [(f, "recorded PPO") for f in fixtures if f.is_file()]
     if real_rows:
         print("### Real traces\n")
-        print("| trace | kind | steps | critical | warning | first critical |")
-        print("|---|---|---|---|---|---|")
+        print("| trace | kind | steps | critical | warning | first critical (onset) | warnings |")
+        print("|---|---|---|---|---|---|---|")
         for path, kind in real_rows:
             r = EventReader(path)
             events = list(r)
             alarms = run_rlguard(events)
             crit = [a for a in alarms if a[1] == "critical"]
-            first = f"step {crit[0][0]} {crit[0][2]}" if crit else "-"
-            print(f"| {path.name} | {kind} | {len(events)} | {len(crit)} | {len(alarms) - len(crit)} | {first} |")
+            first = f"step {crit[0][0]} {crit[0][2]} ({crit[0][3]})" if crit else "-"
+            warns = ", ".join(f"{a[2]}@{a[0]}" for a in alarms if a[1] != "critical") or "-"
+            print(f"| {path.name} | {kind} | {len(events)} | {len(crit)} | {len(alarms) - len(crit)} | {first} "
+                  f"| {warns} |")
         print()
+        shifted_collapse_table()
     else:
         print("(real traces not found: set RLGUARD_SHARED or put shared/ beside the repo)\n")
 

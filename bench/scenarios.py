@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FAILURES = ["vanilla_collapse", "repetition_to_cap", "kl_runaway", "negative_kl", "gibberish",
-            "nan", "length_blowup", "empty_answers"]
+            "nan", "length_blowup", "empty_answers", "early_collapse"]
 HEALTHY = ["ppo_max_healthy", "heavy_tailed", "autocorrelated", "outliers", "warmup_transient",
            "slow_drift", "prompt_mix_change"]
 
@@ -123,6 +123,10 @@ def make_scenario(family: str, seed: int, n_steps: int = 600) -> Scenario:
         # Ramp from onset to the full failure: the paper's collapse took ~50 steps (420-470);
         # emptying answers is abrupt (EOS probability blows up within a few updates).
         dur = int(rng.uniform(2, 10)) if family == "empty_answers" else int(rng.uniform(15, 50))
+        if family == "early_collapse":
+            # bench/fixtures/hacking_vanilla_collapse.jsonl: vanilla PPO at a high lr collapses from
+            # step 2 to one sentence repeated to the cap within ~5-10 updates.
+            onset, dur = int(rng.uniform(2, 12)), int(rng.uniform(3, 10))
         g = _ramp(t, onset, dur)
         if family == "vanilla_collapse":  # Fig. 4: reward accelerates, length to cap, KL x3+, ppl to floor
             reward = reward + rng.uniform(2.0, 6.0) * g ** 1.5
@@ -152,6 +156,12 @@ def make_scenario(family: str, seed: int, n_steps: int = 600) -> Scenario:
             kl = kl * (1 + rng.uniform(1.0, 2.5) * g)
             ppl = ppl + (ppl_floor - ppl) * g * rng.uniform(0.4, 0.8)
             reward = reward + rng.uniform(0.2, 1.0) * g
+        elif family == "early_collapse":  # KL ~0 -> far above a healthy peak, ppl to its floor, cap
+            reward = reward + rng.uniform(0.5, 2.0) * g
+            length = length + (cap * rng.uniform(0.95, 1.0) - length) * g
+            kl = kl + kl_peak * rng.uniform(10.0, 40.0) * g
+            ppl = ppl + (ppl_floor - ppl) * g * rng.uniform(0.8, 1.0)
+            distinct = distinct * (1 - rng.uniform(0.4, 0.8) * g)
         elif family == "empty_answers":  # OpenRLHF #1120: reward 0, output "!!!!" / EOS only
             length = length + (rng.uniform(1.0, 3.0) - length) * g
             reward = reward - rng.uniform(0.5, 2.0) * g

@@ -96,8 +96,10 @@ class SpikeConfig(_Strict):
 class ChangePointConfig(_Strict):
     enabled: bool = True
     """Two-sided CUSUM on standardized, prewhitened (AR(1)) residuals against the rolling baseline."""
-    metrics: list[str] = Field(default_factory=lambda: list(TRACKED_METRICS))
-    """Metrics to watch."""
+    metrics: list[str] = Field(default_factory=lambda: [m for m in TRACKED_METRICS if m not in ("kl", "kl_seq")])
+    """Metrics to watch. KL is left out by default: it grows many-fold in every healthy run (from ~0 at
+    step 1), so its level shifts are the expected course of training, not news; KL is judged by the
+    kl_runaway / negative_kl / collapse patterns, the drift budget and any KL bound you configure."""
     target_arl_steps: float = Field(100000.0, ge=100)
     """In-control average run length per metric: the threshold h is derived from it (Siegmund's
     approximation, both sides), i.e. about one false warning per this many healthy steps per metric."""
@@ -109,6 +111,13 @@ class ChangePointConfig(_Strict):
     """The shift must also show in the current level: |median of the recent window - baseline| of at least
     this many sigmas (the larger of the window's robust sigma and the long-run residual sigma), which
     CUSUM excursions driven by baseline-estimation error or slow autocorrelated wander rarely reach."""
+    min_relative_change: float = Field(0.05, ge=0)
+    """Materiality floor: |level - baseline| must also be at least this fraction of |baseline| (5 %), so a
+    statistically clear but negligible shift on a very smooth stream (entropy 3.308 -> 3.323, z 9.6) is not
+    reported. Metrics whose baseline is ~0 (KL early on) are judged by the z-scores alone."""
+    min_share_change: float = Field(0.05, ge=0)
+    """Materiality floor for shares in [0, 1] (truncated_fraction, distinct_2, clipfrac): also at least this
+    absolute change (5 points), since a share near 0 makes any relative change look large."""
     clip_sigma: float = Field(4.0, gt=0)
     """Residuals are clipped to +-this before accumulating, so heavy tails and single outliers cannot trip it."""
 
@@ -185,6 +194,32 @@ class PatternConfig(_Strict):
     """KL runaway: KL above this multiple of its (lagged) baseline, i.e. growing fast, and still rising..."""
     kl_runaway_established_ratio: float = Field(5.0, gt=1)
     """...and above this multiple of its established level (KL growing several-fold early in a run is normal)."""
+
+    early_enabled: bool = True
+    """Judge pattern_collapse and gibberish in early life too (before `track.warmup_steps`, and right after
+    a rollback), by ratios against each metric's early reference (monitors/early.py)."""
+    early_min_steps: int = Field(4, ge=2)
+    """Values a fresh run needs before the early-life judgement starts."""
+    early_reference_steps: int = Field(3, ge=1)
+    """The reference is the median of at least the segment's first this-many values..."""
+    early_lag_steps: int = Field(8, ge=0)
+    """...and, later, of all values except the last this-many (a robust rolling level that a change
+    starting now does not contaminate before it is judged)."""
+    early_kl_up_ratio: float = Field(3.0, gt=1)
+    """Early life: KL counts as up at this multiple of its reference (floored by its early spread)."""
+    early_uncertainty_down_ratio: float = Field(0.5, gt=0, lt=1)
+    """Early life: entropy or log-perplexity count as down at or below this multiple of their reference."""
+    early_diversity_down_ratio: float = Field(0.8, gt=0, lt=1)
+    """Early life: distinct_2 counts as down at or below this multiple of its reference."""
+    early_cap_fraction: float = Field(0.95, gt=0, le=1)
+    """Early life: truncated_fraction at or above this (from a reference below it) = answers pinned to the cap."""
+    early_perplexity_up_ratio: float = Field(2.5, gt=1)
+    """Early life gibberish: perplexity at this multiple of its reference..."""
+    early_entropy_up_ratio: float = Field(1.4, gt=1)
+    """...and entropy at this multiple (entropy ~ log perplexity moves less)."""
+    early_reward_fall_fraction: float = Field(0.2, gt=0)
+    """Early life: reward counts as falling below its reference by the larger of 2 early sigmas and this
+    fraction of |reference|."""
 
 
 class EvalShapeConfig(_Strict):

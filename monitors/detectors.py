@@ -18,7 +18,7 @@ from monitors.alerts import Alert, Severity
 from monitors.calibration import pipeline_threshold
 from monitors.config import BoundsConfig, ChangePointConfig, DriftConfig, NonFiniteConfig, SpikeConfig
 from monitors.incidents import Incidents
-from monitors.track import MetricTrack
+from monitors.track import SHARE_METRICS, MetricTrack
 
 
 def fmt(x: float) -> str:
@@ -67,7 +67,7 @@ class NonFiniteDetector(Detector):
             if v is None or (self.only is not None and metric not in self.only):
                 continue
             if v - v != 0.0:  # true exactly for NaN and +-inf, and cheap
-                if self.incidents.fire(metric, Severity.CRITICAL):
+                if self.incidents.fire(metric, Severity.CRITICAL, metric, step):
                     out.append(self._alert("non_finite", metric, step, Severity.CRITICAL, step,
                                            f"{metric} = {v} at step {step}"))
             elif self.incidents.active:
@@ -108,7 +108,7 @@ class BoundsDetector(Detector):
             self.streak[i] += 1
             if self.streak[i] >= rule.patience_steps:
                 sev = Severity(rule.severity)
-                if self.incidents.fire(key, sev):
+                if self.incidents.fire(key, sev, rule.metric, self.first[i]):
                     side = f"> {fmt(rule.upper)}" if rule.upper is not None and v > rule.upper else f"< {fmt(rule.lower)}"
                     out.append(self._alert("bound", rule.metric, step, sev, self.first[i],
                                            f"{rule.metric} = {fmt(v)} {side} for {self.streak[i]} steps"))
@@ -146,7 +146,7 @@ class SpikeDetector(Detector):
             x = values[metric]
             r = (x - t.base_level) / t.base_scale
             if r > self.threshold or r < -self.threshold:
-                if self.incidents.fire(metric, Severity.WARNING):
+                if self.incidents.fire(metric, Severity.WARNING, metric, step):
                     out.append(self._alert(
                         "spike", metric, step, Severity.WARNING, step,
                         f"{metric} = {fmt(x)} is {r:+.1f} robust sigma from its rolling median {fmt(t.base_level)}"
@@ -169,6 +169,8 @@ class ChangePointDetector(Detector):
         self.k = cfg.shift_sigma / 2.0
         self.h = pipeline_threshold(cfg.target_arl_steps, self.k)
         self.min_z = cfg.min_level_z
+        self.min_rel = cfg.min_relative_change
+        self.min_share = cfg.min_share_change
         self.watch_up = {m: cfg.directions.get(m, "both") != "down" for m in self.metrics}
         self.watch_down = {m: cfg.directions.get(m, "both") != "up" for m in self.metrics}
 
@@ -180,9 +182,17 @@ class ChangePointDetector(Detector):
             if t is None or t.last_step != step or not t.ready:
                 continue
             up = t.cusum_up > h and self.watch_up[metric] and t.z_long >= self.min_z
-            if up or (t.cusum_down > h and self.watch_down[metric] and t.z_long <= -self.min_z):
-                if self.incidents.fire(metric, Severity.WARNING):
-                    onset = t.onset_up if up else t.onset_down
+            down = t.cusum_down > h and self.watch_down[metric] and t.z_long <= -self.min_z
+            # Materiality: on a very smooth stream the robust sigma is tiny and a shift of a fraction of
+            # a percent (entropy 3.308 -> 3.323) scores z ~ 10; a change must also be a few percent
+            # of the metric's level to be worth a person's attention; a share in [0, 1] that sits near 0
+            # (truncated_fraction 0.01 -> 0.03) a few points in absolute terms.
+            if (up or down) and abs(t.level - t.base_level) < max(
+                    self.min_rel * abs(t.base_level), self.min_share if metric in SHARE_METRICS else 0.0):
+                up = down = False
+            if up or down:
+                onset = t.onset_up if up else t.onset_down
+                if self.incidents.fire(metric, Severity.WARNING, metric, onset):
                     out.append(self._alert(
                         "change_point", metric, step, Severity.WARNING, onset,
                         f"{metric} shifted {'up' if up else 'down'} since step {onset}: level {fmt(t.level)} vs "
@@ -223,7 +233,8 @@ class DriftDetector(Detector):
                 self.incidents.quiet(key)
                 continue
             self.streak[i] += 1
-            if self.streak[i] >= self.patience and self.incidents.fire(key, Severity.WARNING):
+            if self.streak[i] >= self.patience and self.incidents.fire(
+                    key, Severity.WARNING, rule.metric, step - self.streak[i] + 1):
                 budget = rule.max_ratio if rule.max_ratio is not None and ratio > rule.max_ratio else rule.min_ratio
                 out.append(self._alert(
                     "drift", rule.metric, step, Severity.WARNING, step - self.streak[i] + 1,

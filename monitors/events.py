@@ -50,7 +50,10 @@ def _number(name: str, v, lineno: int) -> float | None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise BadEvent(f"metric {name!r} is {type(v).__name__} {v!r}, expected a number or null", lineno)
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # a JSON integer beyond the float range (> ~1.8e308)
+        raise BadEvent(f"metric {name!r} is an integer too large for a float", lineno) from None
 
 
 def event_from_dict(obj, lineno: int = 0) -> MetricEvent:
@@ -70,6 +73,8 @@ def event_from_dict(obj, lineno: int = 0) -> MetricEvent:
     values = {str(k): _number(str(k), v, lineno) for k, v in metrics.items()}
     t = obj.get("time")
     if t is not None:
+        if isinstance(t, int) and not isinstance(t, bool) and abs(t) > 1e300:
+            t = math.inf  # beyond the float range: refused just below, not an OverflowError
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
             raise BadEvent(f"'time' must be a finite number of seconds, got {t!r}", lineno)
         t = float(t)

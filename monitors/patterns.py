@@ -19,6 +19,11 @@ Patterns (code: severity):
   kl_runaway: KL a large multiple of its baseline and still rising -> critical.
 
 Onset: the earliest CUSUM excursion start among the metrics that moved.
+
+Early life (before a metric's track is armed, `track.warmup_steps`, and right after a rollback),
+pattern_collapse and gibberish are judged by ratios against each metric's early reference
+instead (monitors/early.py), in the same incident book, so a collapse from step 2 of a run is
+critical by step ~6 and the armed detectors do not alert on it a second time.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 from monitors.alerts import Severity
 from monitors.config import PatternConfig
 from monitors.detectors import Detector, fmt
+from monitors.early import early_patterns
 from monitors.track import MetricTrack
 
 DIVERSITY = ("perplexity", "entropy", "distinct_2")
@@ -125,9 +131,15 @@ class PatternDetector(Detector):
             found["kl_runaway"] = (Severity.CRITICAL, kl.name, [kl],
                                    f"KL runaway (established level {fmt(kl.established_level)})")
 
+        early: dict[str, tuple] = {}
+        if c.early_enabled:
+            early = {code: hit for code, hit in early_patterns(c, step, tracks).items() if code not in found}
         out = []
         for code in ("pattern_collapse", "empty_answers", "gibberish", "negative_kl", "kl_runaway"):
             hit = found.get(code)
+            if hit is None and code in early:
+                out.extend(self._early_alert(code, step, early[code]))
+                continue
             if hit is None:
                 if self.streak.get(code):
                     self.streak[code] = 0
@@ -145,13 +157,22 @@ class PatternDetector(Detector):
                     continue
             elif n < c.confirm_steps:
                 continue
-            if self.incidents.fire(code, severity):
-                onset = self._onset(step - n + 1, moved)
+            onset = self._onset(step - n + 1, moved)
+            if self.incidents.fire(code, severity, metric, onset):
                 parts = ", ".join(_describe(t) for t in moved)
                 lead = "" if reward is None or code == "gibberish" else f"reward z {reward.z:+.1f}; "
                 out.append(self._alert(code, metric, step, severity, onset,
                                        f"{what} for {n} steps: {lead}{parts}"))
         return out
+
+    def _early_alert(self, code: str, step: int, hit: tuple) -> list:
+        """An early-life pattern (monitors/early.py): same incident book and confirmation as the rest."""
+        severity, metric, onset, parts, what = hit
+        n = self.streak.get(code, 0) + 1
+        self.streak[code] = n
+        if n < self.cfg.confirm_steps or not self.incidents.fire(code, severity, metric, onset):
+            return []
+        return [self._alert(code, metric, step, severity, onset, f"{what} for {n} steps: {parts}")]
 
     @staticmethod
     def _onset(confirmed_from: int, moved: list[MetricTrack]) -> int:

@@ -1,9 +1,11 @@
 """MonitorStack: one metric event in, the alerts of every detector out.
 
 Per event: (1) a step lower than (or equal to) the last one starts a new segment (a rollback
-or restart): rolling windows and open incidents restart, the run's established scale stays;
+or restart): rolling windows and open incidents restart; the run's established scale stays, and
+so do the values recorded before both the new first step and the onset of any incident open at
+the rollback (the healthy history the rollback target shares), so a recurrence is judged at once;
 (2) each finite value of a tracked metric updates its shared MetricTrack once (non-finite
-values never enter a baseline); (3) the detectors run in priority order: non-finite, bounds,
+values never enter a baseline, nor do exact-0.0 entropy / perplexity placeholders); (3) the detectors run in priority order: non-finite, bounds,
 spike, change point, drift, compound patterns, eval shape. Stall is checked separately with
 `check_stall(now)` because it is about the absence of events.
 """
@@ -29,7 +31,8 @@ from monitors.patterns import DIVERSITY, EXPLOSIVE, EvalShapeDetector, PatternDe
 from monitors.stall import StallDetector
 from monitors.track import MetricTrack
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+PLACEHOLDER_ZERO = frozenset({"entropy", "perplexity", "ref_perplexity", "eval_perplexity"})
 
 
 class MonitorStack:
@@ -73,10 +76,28 @@ class MonitorStack:
             t = self.tracks[name] = MetricTrack(name, self.cfg.track, **self._track_args)
         return t
 
-    def new_segment(self) -> None:
+    def open_incidents(self) -> dict[str, int]:
+        """"detector/metric" -> onset step of every incident raised and not yet recovered (closed
+        after `incident.rearm_steps` quiet steps); several incidents on one key: the earliest onset.
+        The policy engine escalates a persisting warning only while its incident is open here."""
+        out: dict[str, int] = {}
+        for d in self.detectors:
+            for metric, onset in d.incidents.open().items():
+                key = f"{d.name}/{metric}"
+                if key not in out or onset < out[key]:
+                    out[key] = onset
+        return out
+
+    def new_segment(self, first_step: int | None = None) -> None:
+        """A rollback or restart to `first_step`: the values recorded before both that step and the
+        onset of any open incident are the healthy history the new segment is judged against."""
         self.segments += 1
+        healthy_before = first_step
+        if first_step is not None:
+            onsets = [o for o in self.open_incidents().values() if o >= 0]
+            healthy_before = min([first_step, *onsets])
         for t in self.tracks.values():
-            t.new_segment()
+            t.new_segment(healthy_before)
         for d in self.detectors:
             d.new_segment()
 
@@ -84,13 +105,15 @@ class MonitorStack:
         """Feed one event (in step order); returns the alerts it raises, highest priority first."""
         step = event.step
         if self.last_step is not None and step <= self.last_step:
-            self.new_segment()
+            self.new_segment(step)
         self.last_step = step
         self.events += 1
         values = event.metrics
         tracked = self.tracked
         for name, v in values.items():
-            if v is not None and v - v == 0.0 and name in tracked:
+            # Exact 0.0 entropy / perplexity are placeholders (step 1 of many trainers' logs), never a
+            # measurement: a sampling policy has entropy > 0 and perplexity >= 1.
+            if v is not None and v - v == 0.0 and name in tracked and not (v == 0.0 and name in PLACEHOLDER_ZERO):
                 t = self.tracks.get(name) or self._track(name)
                 t.push(step, v)
         alerts: list[Alert] = []
@@ -117,7 +140,7 @@ class MonitorStack:
         }
 
     def load_state_dict(self, d: dict) -> None:
-        if d.get("version") != STATE_VERSION:
+        if d.get("version") not in (1, STATE_VERSION):  # v1 lacks the steps of the history: derived
             raise ValueError(f"monitor state version {d.get('version')!r} is not {STATE_VERSION}: "
                              "start the monitors fresh (they re-warm in a few dozen steps)")
         self.last_step = d["last_step"]

@@ -64,6 +64,9 @@ class MetricTrack:
         self.clip = clip
         self.establish_steps = establish_steps
         self.hist: deque[float] = deque(maxlen=cfg.baseline_window_steps + cfg.baseline_lag_steps)
+        # The step of each value in `hist`: early-life onsets and the healthy prefix kept on a rollback.
+        self.hist_steps: deque[int] = deque(maxlen=cfg.baseline_window_steps + cfg.baseline_lag_steps)
+        self.carried = 0  # values in `hist` carried over from before a rollback (the healthy prefix)
         self.recent: deque[float] = deque(maxlen=cfg.recent_window_steps)
         self.n_seg = 0  # finite values in this segment
         self.n_total = 0  # finite values in the run
@@ -102,6 +105,7 @@ class MetricTrack:
         """One finite value. Afterwards `ready` says whether detectors may use this track
         (warm-up done, shorter after a rollback, and a baseline exists)."""
         self.hist.append(x)
+        self.hist_steps.append(step)
         recent = self.recent
         recent.append(x)
         self.n_seg += 1
@@ -232,18 +236,37 @@ class MetricTrack:
         denom = max(abs(self.base_level), self.base_scale)
         return self.level / denom if denom > 0 else math.nan
 
-    def new_segment(self) -> None:
-        """A rollback: restart the windows, baseline and CUSUM; keep the established level and scale.
+    def new_segment(self, healthy_before: int | None = None) -> None:
+        """A rollback: restart the windows and CUSUM; keep the established level and scale, and the
+        values recorded before `healthy_before` (the onset of the incident that caused the rollback,
+        or the step the run went back to), which the rollback target shares.
 
-        The old baseline is dropped because by the time a collapse is detected it has absorbed
-        part of the bad regime: against it, the healthy values after the rollback would look like
-        a shift the other way (perplexity 'exploding' back up, reward 'falling')."""
+        Values recorded after that are dropped because by the time a collapse is detected they have
+        absorbed part of the bad regime: against them, the healthy values after the rollback would
+        look like a shift the other way (perplexity 'exploding' back up, reward 'falling'). With at
+        least a warm-up's worth of healthy values kept, the baseline exists at once and the track is
+        ready after one recent window; with fewer, the early-life patterns (monitors/early.py) judge
+        the new segment against the kept values until the track is ready again. Either way a collapse
+        recurring soon after the rollback is judged against the run's healthy level, not re-learnt."""
+        kept: list[tuple[int, float]] = []
+        if healthy_before is not None:
+            kept = [(s, v) for s, v in zip(self.hist_steps, self.hist) if s < healthy_before]
         self.hist.clear()
+        self.hist_steps.clear()
+        for s, v in kept:
+            self.hist_steps.append(s)
+            self.hist.append(v)
+        self.carried = len(kept)
         self.base_level = self.base_scale = math.nan
         self.recent.clear()
         self.n_seg = 0
         self.segments += 1
-        self.need = max(self.cfg.recent_window_steps, self.cfg.warmup_steps // 2)
+        if len(kept) >= max(_MIN_BASELINE_VALUES, self.cfg.warmup_steps):
+            # A full warm-up's worth of healthy history: the statistical baseline is trustworthy at once.
+            self._refresh()
+            self.need = self.cfg.recent_window_steps
+        else:
+            self.need = max(self.cfg.recent_window_steps, self.cfg.warmup_steps // 2)
         self.ready = False
         self.since_refresh = 0
         self.cusum_up = self.cusum_down = 0.0
@@ -252,24 +275,35 @@ class MetricTrack:
         self.z = 0.0
         self.establishing = [] if self.established_level == self.established_level else self.establishing
 
+    def early_history(self) -> tuple[list[int], list[float]]:
+        """(steps, values) of this segment, preceded by the healthy values carried over a rollback."""
+        return list(self.hist_steps), list(self.hist)
+
     _FIELDS = (
         "n_seg", "n_total", "segments", "since_refresh", "base_level", "base_scale", "phi", "level", "z", "z_long",
-        "last_r", "res_n", "res_var", "res_cov", "cusum_up", "cusum_down", "onset_up", "onset_down", "restarted_up", "restarted_down", "last_step", "need", "ready", "established_level",
+        "last_r", "res_n", "res_var", "res_cov", "cusum_up", "cusum_down", "onset_up", "onset_down", "restarted_up", "restarted_down", "last_step", "need", "ready", "established_level", "carried",
         "established_scale",
     )
 
     def state_dict(self) -> dict:
         d = {f: getattr(self, f) for f in self._FIELDS}
         d["hist"] = list(self.hist)
+        d["hist_steps"] = list(self.hist_steps)
         d["recent"] = list(self.recent)
         d["establishing"] = list(self.establishing)
         return d
 
     def load_state_dict(self, d: dict) -> None:
         for f in self._FIELDS:
-            setattr(self, f, type(getattr(self, f))(d[f]))
+            if f in d or f != "carried":  # "carried" is new in version 2
+                setattr(self, f, type(getattr(self, f))(d[f]))
         self.hist.clear()
         self.hist.extend(float(v) for v in d["hist"])
+        self.hist_steps.clear()
+        steps = d.get("hist_steps")
+        if steps is None:  # a version-1 state: one value per step, the last at last_step
+            steps = range(self.last_step - len(self.hist) + 1, self.last_step + 1)
+        self.hist_steps.extend(int(v) for v in steps)
         self.recent.clear()
         self.recent.extend(float(v) for v in d["recent"])
         self.establishing = [float(v) for v in d["establishing"]]
