@@ -1,0 +1,56 @@
+"""Building the supervisor's brains (monitors, policies) from the run config's sections.
+
+Errors surface as ConfigError naming the section, so `rlguard run` can print one clear
+message and exit 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+from orchestrator.spec import ConfigError, RunConfig
+
+
+def build_monitors(section: dict):
+    from monitors.config import MonitorConfigError, monitor_config_from_dict
+    from monitors.stack import MonitorStack
+
+    try:
+        return MonitorStack(monitor_config_from_dict(section, "monitors"))
+    except MonitorConfigError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_engine(section: dict):
+    from policies.config import PolicyConfigError, policy_config_from_dict
+    from policies.engine import PolicyEngine
+
+    try:
+        return PolicyEngine(policy_config_from_dict(section, "policies"))
+    except PolicyConfigError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate_trainer_section(config: RunConfig) -> None:
+    """For the built-in worker: check the trainer section now, not minutes later in the child."""
+    if config.supervisor.command is not None:
+        return  # a custom command owns its own configuration
+    try:
+        from ppo.config import ConfigError as TrainConfigError
+        from ppo.config import TrainConfig
+    except ImportError:
+        return
+    from pydantic import ValidationError
+
+    from orchestrator.spec import format_validation_error
+
+    try:
+        TrainConfig.model_validate(config.trainer)
+    except ValidationError as e:
+        raise ConfigError("trainer section:\n" + format_validation_error(e, "trainer.")) from None
+    except TrainConfigError as e:
+        raise ConfigError(f"trainer section: {e}") from None
+
+
+def validate_all(config: RunConfig) -> None:
+    build_monitors(config.monitors)
+    build_engine(config.policies)
+    validate_trainer_section(config)

@@ -1,0 +1,131 @@
+"""Operator requests (CLI, API, dashboard buttons) and the public status snapshot.
+
+Runs on the loop thread (the HTTP handler waits for the answer). Operator actions become
+journaled decisions like the policies' own, so the journal alone tells who did what:
+the decision's reason starts with "operator".
+
+    pause     -> pause command; the worker blocks at its next step boundary   (202)
+    resume    -> resume command                                              (200)
+    rollback  {"to_step": N}: N must be a known, non-corrupt checkpoint      (202)
+    relax     -> constraints back to the run's initial values                (202)
+    halt      -> stop the worker; the run ends with exit code 3              (202)
+    approve   {"decision_id": "...", "approve": true|false}                  (200)
+Errors: 400 (bad body), 404 (unknown decision/checkpoint), 409 (not possible in this state).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator.acting import answer_approval, execute
+from orchestrator.commands import Command, CommandKind
+from orchestrator.state import RunState
+from policies.decision import Action, Decision
+from policies.view import Health
+
+if TYPE_CHECKING:
+    from orchestrator.supervisor import Supervisor
+
+ACTIVE = (RunState.STARTING, RunState.RUNNING, RunState.PAUSED, RunState.ROLLING_BACK, RunState.RESTARTING)
+
+
+def handle_operator(sup: Supervisor, action: str, body: dict) -> tuple[int, dict]:
+    live = sup.live
+    if live.state not in ACTIVE:
+        return 409, {"error": f"the run is {live.state.value}: nothing to {action}"}
+    sup.journal.operator(action, body, source=str(body.get("source", "api")))
+    step = live.step or 0
+    if action == "pause":
+        if live.operator_paused:
+            return 409, {"error": "already paused"}
+        live.operator_paused = True
+        if live.approval is None:
+            sup.send(Command(CommandKind.PAUSE, {"reason": "operator"}))
+        sup.set_state(RunState.PAUSED, "paused by an operator")
+        return 202, {"ok": True, "state": "paused", "note": "takes effect at the worker's next step boundary"}
+    if action == "resume":
+        if not live.operator_paused:
+            return 409, {"error": "not paused by an operator" + (" (an approval is pending: use approve)"
+                                                                 if live.approval else "")}
+        live.operator_paused = False
+        if live.approval is None:
+            sup.send(Command(CommandKind.RESUME, {}))
+            sup.set_state(RunState.RUNNING, "resumed by an operator")
+        return 200, {"ok": True, "state": live.state.value}
+    if action == "approve":
+        did = body.get("decision_id")
+        approve = body.get("approve", True)
+        if not isinstance(did, str) or not isinstance(approve, bool):
+            return 400, {"error": 'expected {"decision_id": "d-000123", "approve": true|false}'}
+        if not answer_approval(sup, did, approve, by=str(body.get("source", "operator"))):
+            pending = live.approval.decision_id if live.approval else None
+            return 404, {"error": f"no pending approval {did!r}", "pending": pending}
+        return 200, {"ok": True, "decision_id": did, "approved": approve}
+    if action == "rollback":
+        to_step = body.get("to_step")
+        if isinstance(to_step, bool) or not isinstance(to_step, int):
+            return 400, {"error": 'expected {"to_step": N} with N the step of a known checkpoint'}
+        skip = body.get("skip_batches", 0)
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            return 400, {"error": f"'skip_batches' must be an integer >= 0 (batches to skip after the "
+                                  f"restored step), got {skip!r}"}
+        entry = sup.registry.get(to_step)
+        known = [e.step for e in sup.registry.entries() if e.health is not Health.CORRUPT]
+        if entry is None or entry.health is Health.CORRUPT:
+            return 404, {"error": f"no usable checkpoint at step {to_step}", "known_steps": known}
+        d = Decision(Action.ROLLBACK, step, f"operator rollback to step {to_step}", target_step=to_step,
+                     skip_batches=skip)
+        return _operator_decision(sup, d)
+    if action == "relax":
+        d = Decision(Action.RELAX, step, "operator relax to the initial constraints",
+                     params=dict(live.initial_constraints))
+        return _operator_decision(sup, d)
+    if action == "halt":
+        d = Decision(Action.HALT, step, f"operator halt: {body.get('reason') or 'no reason given'}")
+        return _operator_decision(sup, d)
+    return 404, {"error": f"unknown action {action!r}"}
+
+
+def _operator_decision(sup: Supervisor, d: Decision) -> tuple[int, dict]:
+    did = sup.journal.decided(d, constraints=sup.live.constraints,
+                              target={"step": d.target_step} if d.target_step is not None else None,
+                              source="operator")
+    sup.operator_decisions.add(did)
+    sup.sinks.on_decision(d, "decided", "", decision_id=did, reason=d.reason)
+    if d.action is Action.ROLLBACK:
+        # Rollback to a chosen checkpoint: the registry verifies it; operators may pick a
+        # suspect one on purpose, so bypass the healthy-only search and verify directly.
+        from orchestrator.acting import rollback_to_entry
+
+        rollback_to_entry(sup, d, did)
+    else:
+        execute(sup, d, did)
+    return 202, {"ok": True, "decision_id": did, "state": sup.live.state.value}
+
+
+def build_status(sup: Supervisor) -> dict:
+    live = sup.live
+    checkpoints = [{"step": e.step, "health": e.health.value, "pinned": e.pinned, "note": e.note,
+                    "path": str(sup.registry.path_of(e))} for e in sup.registry.entries()]
+    approval = None
+    if live.approval is not None:
+        approval = {"decision_id": live.approval.decision_id, "decision": live.approval.decision.to_dict(),
+                    "seconds_left": max(0.0, live.approval.deadline - sup.clock())}
+    w = live.worker
+    return {
+        "state": live.state.value,
+        "reason": live.reason,
+        "step": live.step,
+        "attempt": live.attempt,
+        "paused": live.paused,
+        "restarts_left": live.restarts_left,
+        "rollbacks": live.rollbacks,
+        "constraints": dict(live.constraints),
+        "initial_constraints": dict(live.initial_constraints),
+        "alerts": list(live.recent_alerts),
+        "checkpoints": checkpoints,
+        "approval": approval,
+        "worker": {"pid": w.pid, "attempt": w.attempt} if w is not None else None,
+        "run_dir": str(sup.files.run_dir),
+        "sink_errors": sup.sinks.error_total,
+    }

@@ -1,0 +1,160 @@
+"""The run specification: one YAML file with a section per package, validated up front.
+
+    trainer:    {...}   the PPO-max TrainConfig fields (ppo/config.py), for the built-in worker
+    monitors:   {...}   MonitorConfig (monitors/config.py)
+    policies:   {...}   PolicyConfig (policies/config.py)
+    supervisor: {...}   SupervisorConfig below
+    dashboards: {...}   DashboardsConfig (orchestrator/dashboards_config.py): W&B, notifications, exporter
+
+Unknown keys are errors (pydantic extra="forbid"); every error names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.dashboards_config import DashboardsConfig
+from orchestrator.registry import RegistryConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem, one line per finding, naming the field."""
+
+
+class SupervisorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] | str | None = Field(
+        None,
+        description="Worker command line. None: the built-in PPO-max worker. A list or a shell-like string; "
+        "placeholders: {python} {run_dir} {config} {resume} ('--resume PATH' or nothing) "
+        "{resume_path} {overrides} ('--set k=v' per changed constraint) {attempt}. "
+        "Works with 'torchrun ...' (the whole process group is supervised).",
+    )
+    max_restarts: int = Field(3, ge=0, description="Restart budget: relaunches after crashes, hangs and "
+                              "restart-rollbacks. Spent -> the run fails with exit code 4.")
+    restart_backoff_initial_s: float = Field(2.0, ge=0, description="Wait before the first relaunch.")
+    restart_backoff_factor: float = Field(2.0, ge=1, description="Multiplier of the wait per further relaunch.")
+    restart_backoff_max_s: float = Field(60.0, ge=0, description="Cap of the relaunch wait.")
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="How often the worker's SDK sends a heartbeat.")
+    heartbeat_timeout_s: float = Field(30.0, gt=0, description="No heartbeat for this long: the worker "
+                                       "process is frozen -> kill its process group and relaunch.")
+    step_timeout_s: float = Field(1800.0, gt=0, description="The worker's training loop made no progress "
+                                  "(no step, no SDK call) for this long while not paused: hung -> relaunch.")
+    startup_timeout_s: float = Field(600.0, gt=0, description="A new worker must send its first heartbeat "
+                                     "within this long (imports, model loading).")
+    stop_grace_s: float = Field(30.0, ge=0, description="After SIGTERM to the worker's process group, wait "
+                                "this long before SIGKILL.")
+    command_timeout_s: float = Field(600.0, gt=0, description="A command not acknowledged within this long "
+                                     "marks the worker suspect -> restart-rollback.")
+    rollback_mode: Literal["in_process", "restart"] = Field(
+        "in_process", description="in_process: the worker loads the checkpoint and continues (fast). restart: "
+        "kill and relaunch with --resume. A dead, hung or failing worker is always restarted.")
+    sync_wait_s: float = Field(5.0, ge=0, description="How long a worker's report waits for the supervisor "
+                               "to process its step, so decisions land at that step's boundary.")
+    checkpoint_every_s: float | None = Field(None, gt=0, description="Also ask for a checkpoint this often "
+                                             "(wall clock), on top of the trainer's checkpoint_every steps.")
+    eval_every_s: float | None = Field(None, gt=0, description="Ask for a held-out evaluation this often.")
+    disk_min_free_gb: float = Field(2.0, ge=0, description="Warn (journal + sinks) when the run directory's "
+                                    "disk has less free space than this.")
+    scheduler_misfire_grace_s: float = Field(30.0, gt=0, description="A periodic job late by up to this "
+                                             "long still runs (APScheduler misfire_grace_time).")
+    host: str = Field("127.0.0.1", description="Control API address. Anything but loopback needs "
+                      "allow_remote: true (the bearer token then guards it).")
+    port: int = Field(0, ge=0, le=65535, description="Control API port; 0 picks a free one "
+                      "(written to RUN/supervisor.json).")
+    allow_remote: bool = Field(False, description="Permit a non-loopback host.")
+    checkpoints: RegistryConfig = Field(default_factory=RegistryConfig, description="Checkpoint health "
+                                        "(confirmation window) and retention.")
+    tick_s: float = Field(0.2, gt=0, description="Longest the monitor loop sleeps waiting for worker "
+                          "messages before checking liveness and timers.")
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, v):
+        if v is not None and not (shlex.split(v) if isinstance(v, str) else v):
+            raise ValueError("command is empty; omit it to use the built-in PPO-max worker")
+        return v
+
+    @model_validator(mode="after")
+    def _remote_needs_opt_in(self):
+        if self.host not in ("127.0.0.1", "localhost", "::1") and not self.allow_remote:
+            raise ValueError(f"host {self.host!r} exposes the control API beyond this machine; "
+                             "set allow_remote: true to do that on purpose")
+        return self
+
+    def command_argv(self) -> list[str] | None:
+        if self.command is None:
+            return None
+        return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trainer: dict = Field(default_factory=dict, description="PPO-max trainer settings (ppo/config.py).")
+    monitors: dict = Field(default_factory=dict, description="Detector settings (monitors/config.py).")
+    policies: dict = Field(default_factory=dict, description="Policy settings (policies/config.py).")
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="This process.")
+    dashboards: DashboardsConfig = Field(default_factory=DashboardsConfig, description="W&B, notifications "
+                                         "(webhook, Alertmanager) and the Prometheus exporter.")
+
+
+def format_validation_error(e: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown field (check the spelling; `rlguard run --print-config` lists them)")
+        else:
+            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_run_config(raw: dict | None, source: str = "config") -> RunConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with sections trainer/monitors/policies/supervisor/"
+                          f"dashboards, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{source}:\n{format_validation_error(e)}") from None
+
+
+def load_run_config(path: str | Path) -> tuple[RunConfig, dict]:
+    """Read and validate CONFIG.yaml; returns the typed config and the raw mapping."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    return parse_run_config(raw, str(path)), raw
+
+
+def describe_supervisor_config() -> str:
+    """Every supervisor and dashboards field with its default and description (for --print-config)."""
+    from orchestrator.dashboards_config import ExporterSection, WandbSection
+
+    lines = ["supervisor:"]
+    for name, f in SupervisorConfig.model_fields.items():
+        lines.append(f"  {name}: {f.default!r}\n      {f.description}")
+    lines.append("dashboards:")
+    for section, model in (("wandb", WandbSection), ("exporter", ExporterSection)):
+        lines.append(f"  {section}:")
+        for name, f in model.model_fields.items():
+            default = f.default_factory() if f.default_factory is not None else f.default
+            lines.append(f"    {name}: {default!r}\n        {f.description}")
+    lines.append("  notify:  (dashboards/notify.py NotifyConfig: webhook_url, alertmanager_url, dashboard_url, "
+                 "queue_size, max_attempts, backoff_s, max_backoff_s, timeout_s, alert_ttl_s)")
+    lines.append("  live_dashboard: True\n      Serve the live web dashboard at / on the supervisor's port.")
+    return "\n".join(lines)

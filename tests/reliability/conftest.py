@@ -1,0 +1,32 @@
+"""Fixtures of the reliability suite: a live supervisor (real HTTP API on 127.0.0.1, the
+default dashboard routes, a chaos worker training slowly) shared by the API tests of a module."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.default_sinks import default_sinks_and_routes
+from orchestrator.spec import parse_run_config
+from orchestrator.state import RunState
+from orchestrator.supervisor import Supervisor
+from tests.reliability.chaos_lib import run_config, run_in_thread, wait_for
+
+
+@pytest.fixture(scope="module")
+def live_supervisor(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("live")
+    scenario = {"steps": 100_000, "checkpoint_every": 2, "step_s": 0.05, "ckpt_bytes": 4 << 10}
+    cfg = parse_run_config(run_config(tmp, scenario, supervisor={"step_timeout_s": 60.0, "heartbeat_timeout_s": 30.0,
+                                                                 "command_timeout_s": 60.0}))
+    run_dir = tmp / "run"
+    sinks, routes = default_sinks_and_routes(run_dir, cfg)
+    sup = Supervisor(run_dir, cfg, sinks=sinks, extra_routes=routes, scheduler=False)
+    thread, box = run_in_thread(sup)
+    sup.test_thread, sup.test_box = thread, box  # the tests check the loop is still alive
+    wait_for(lambda: sup.live.state is RunState.RUNNING and len(sup.registry.entries()) >= 2, 60,
+             "a running supervisor with checkpoints")
+    yield sup
+    sup.detach("end of the module's tests")
+    thread.join(20)
+    if sup.live.worker is not None:
+        sup.live.worker.stop(1.0)
