@@ -69,6 +69,9 @@ class TrainConfig(BaseModel):
     minibatch_size: int = Field(4, ge=1, description="responses per optimizer step; must divide batch_size")
     ppo_epochs: int = Field(1, ge=1, description="passes over each rollout (a small, on-policy buffer per PPO-max)")
     checkpoint_every: int = Field(10, ge=0, description="write a checkpoint every N steps (0 = only at the end)")
+    async_checkpoint: bool = Field(
+        True, description="the worker writes checkpoints on a background thread from a snapshot taken at the step"
+                          " boundary (training blocks only for the copy); false = write synchronously")
     eval_every: int = Field(10, ge=0, description="run evaluate() every N steps (0 = never)")
     keep_samples: int = Field(32, ge=0, description="how many recent samples recent_samples keeps")
 

@@ -26,6 +26,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_device(spec: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; under torchrun a bare 'auto'/'cuda' is this rank's
+    GPU (cuda:LOCAL_RANK), so that N ranks on one node do not all share GPU 0."""
+    from ppo.distributed import rank_device
+
+    spec = rank_device(spec)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)

@@ -109,13 +109,14 @@ def token_rewards(
     kl = per_token_kl(logprobs, ref_logprobs) * mask
     lengths = mask.sum(dim=1).long()
     last = (lengths - 1).clamp(min=0)
-    rows = torch.arange(scores.shape[0])
+    # Every tensor follows the inputs' device (a CPU index or zeros meeting CUDA values fails).
+    rows = torch.arange(scores.shape[0], device=logprobs.device)
     rewards = torch.zeros_like(logprobs)
     if kl_penalty_per_token:
         rewards = rewards - kl_coef * kl
     else:
         rewards[rows, last] -= kl_coef * kl.sum(dim=1)
-    rewards[rows, last] += scores.to(rewards.dtype)
+    rewards[rows, last] += scores.to(device=rewards.device, dtype=rewards.dtype)
     return rewards * mask
 
 
@@ -136,9 +137,9 @@ def gae_advantages(
     B, T = rewards.shape
     values = values * mask
     advantages = torch.zeros_like(rewards)
-    last_gae = torch.zeros(B, dtype=rewards.dtype)
+    last_gae = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
     for t in reversed(range(T)):
-        next_value = values[:, t + 1] if t + 1 < T else torch.zeros(B, dtype=rewards.dtype)
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         last_gae = delta + gamma * lam * last_gae * (mask[:, t + 1] if t + 1 < T else 0.0)
         advantages[:, t] = last_gae

@@ -32,18 +32,36 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def save_optimizer(opt: torch.optim.Optimizer, directory: Path, name: str) -> None:
+def optimizer_payload(opt: torch.optim.Optimizer, copy=None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors keyed "idx/key", JSON structure) of an optimizer's state. With `copy(key, t)`
+    the tensors are private CPU copies (a snapshot that later optimizer steps cannot change)."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict] = {}
     for idx, entry in sd["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{idx}/{key}"] = value
+                tensors[f"{idx}/{key}"] = copy(f"{idx}/{key}", value) if copy is not None else value
             else:
                 scalars.setdefault(str(idx), {})[key] = value
+    # JSON round trip: a deep copy of the param groups (lr etc. change at the next step).
+    structure = json.loads(json.dumps({"param_groups": sd["param_groups"], "scalars": scalars}, allow_nan=True))
+    return tensors, structure
+
+
+def write_optimizer_payload(directory: Path, name: str, tensors: dict[str, torch.Tensor], structure: dict) -> None:
     save_tensors(directory / f"{name}.safetensors", tensors)
-    write_json(directory / f"{name}.json", {"param_groups": sd["param_groups"], "scalars": scalars})
+    write_json(directory / f"{name}.json", structure)
+
+
+def save_optimizer(opt: torch.optim.Optimizer, directory: Path, name: str) -> None:
+    write_optimizer_payload(directory, name, *optimizer_payload(opt))
+
+
+def cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    """A private, contiguous CPU copy of `t` (a clone on CPU, a device-to-host copy on CUDA)."""
+    t = t.detach()
+    return t.to("cpu", copy=True).contiguous() if t.device.type != "cpu" else t.clone().contiguous()
 
 
 def load_optimizer(opt: torch.optim.Optimizer, directory: Path, name: str) -> None:

@@ -17,9 +17,10 @@ and the wall-time split `generate_seconds`, `score_seconds`, `optimise_seconds`.
 
 The constraints (kl_coef, clip_range, lr) can be changed between steps by a supervisor
 (`set_constraints`), are reported in every step's metrics, and are saved in checkpoints.
-With torch.distributed initialised, every rank takes its slice of each prompt batch, metrics
-are averaged over ranks, and only rank 0 writes checkpoints (see ppo/distributed.py for what
-is missing: DDP wrapping of the models).
+With torch.distributed initialised (torchrun), the ranks are one data-parallel run: every rank
+takes its slice of each prompt batch, starts from rank 0's weights, steps with the gradients
+averaged over ranks, metrics are averaged over ranks, and only rank 0 writes checkpoints
+(holding every rank's RNG state); see ppo/distributed.py and docs/DISTRIBUTED.md.
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ import torch
 
 from ppo import metrics as M
 from ppo import ppo_max as X
-from ppo.checkpoint_files import CheckpointError, verify_checkpoint, write_checkpoint_dir
+from ppo.async_checkpoint import CheckpointSnapshot, SnapshotBuffers
+from ppo.checkpoint_files import CheckpointError, verify_checkpoint
 from ppo.config import ConfigError, TrainConfig
-from ppo.distributed import mean_over_ranks, rank_and_world
+from ppo.distributed import (
+    all_reduce_gradients,
+    broadcast_parameters,
+    gather_to_all,
+    mean_over_ranks,
+    rank_and_world,
+)
 from ppo.models import (
     DTYPES,
     build_models,
@@ -52,11 +60,9 @@ from ppo.state_io import (
     capture_rng,
     load_optimizer,
     load_tensors,
+    optimizer_payload,
     read_json,
     restore_rng,
-    save_optimizer,
-    save_tensors,
-    write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -100,6 +106,7 @@ class PPOTrainer:
                               " set chat_template=false")
 
         # Optimisers (lr set every step from the constraint and the warmup schedule)
+        broadcast_parameters(self.policy, self.critic)  # identical replicas, whatever each rank's init
         self.policy_params = [p for p in self.policy.parameters() if p.requires_grad]
         self.critic_params = [p for p in self.critic.parameters() if p.requires_grad]
         self.policy_opt = _adamw(self.policy_params, self.cfg.lr, self.cfg.weight_decay)
@@ -112,6 +119,7 @@ class PPOTrainer:
         self.on_step: list[Callable[[int, dict], None]] = []  # called after each step with (step, metrics)
         self.last_metrics: dict[str, float] = {}
         self._timings: dict[str, float] = {}  # where the step's wall time went (rollout phases)
+        self._snapshot_buffers = SnapshotBuffers()  # reused CPU memory for checkpoint snapshots
 
     @property
     def recent_samples(self) -> list[dict]:
@@ -165,7 +173,10 @@ class PPOTrainer:
         responses = self.tokenizer.batch_decode(ro.response_token_lists(), skip_special_tokens=True)
         scores = check_scores(self.reward_fn(prompts, responses), getattr(self.reward_fn, "name", "reward"))
         self._timings["score_seconds"] = time.perf_counter() - t0
-        return ro, responses, torch.tensor(scores, dtype=torch.float32), logprobs, ref_logprobs, entropy
+        # The scores live with the log-probs (token_rewards/GAE combine them); float32 whatever
+        # the model dtype, so that normalization and the losses are not computed in bf16.
+        scores_t = torch.tensor(scores, dtype=torch.float32, device=logprobs.device)
+        return ro, responses, scores_t, logprobs, ref_logprobs, entropy
 
     def _rollout_metrics(self, ro, scores, logprobs, ref_logprobs, entropy) -> dict[str, float]:
         mask = ro.response_mask
@@ -243,7 +254,7 @@ class PPOTrainer:
                "critic_grad_norm": [], "ptx_loss": []}
         skipped = 0
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(n, generator=shuffle)
+            order = torch.randperm(n, generator=shuffle).to(self.device)  # CPU generator, device index
             for start in range(0, n, cfg.minibatch_size):
                 idx = order[start:start + cfg.minibatch_size]
                 mb = select(ro, idx)
@@ -285,6 +296,9 @@ class PPOTrainer:
         weights before the supervisor can act. Returns whether the step was taken."""
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # Data parallel: every rank steps with the mean gradient over ranks, so the replicas stay
+        # identical (and so do the norm and the skip decision below).
+        all_reduce_gradients(params)
         norm = X.global_grad_norm(params)
         norms.append(float(norm))
         if not torch.isfinite(norm):
@@ -339,35 +353,61 @@ class PPOTrainer:
         return mean_over_ranks(out, self.device)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, path: str | Path) -> Path:
-        """Write the full training state to directory `path` atomically (rank 0 only)."""
-        path = Path(path)
-        if self.rank != 0:
-            return path
+    def checkpoint_snapshot(self) -> CheckpointSnapshot | None:
+        """The full training state right now, copied (tensors to CPU) so that training can go on
+        while a thread writes it (ppo/async_checkpoint.py). Collective with torch.distributed:
+        every rank must call it at the same step (each rank's RNG state is gathered); rank 0
+        gets the snapshot, the other ranks None."""
         rng_json, rng_tensors = capture_rng()
+        per_rank = gather_to_all((rng_json, rng_tensors))
+        if self.rank != 0:
+            return None
+        buffers = self._snapshot_buffers
+        buffers.begin()
+
+        def copy_all(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: buffers.copy(f"{prefix}/{k}", v) for k, v in tensors.items()}
+
+        tensors = {"policy": copy_all("policy", trainable_state(self.policy)),
+                   "critic": copy_all("critic", trainable_state(self.critic)),
+                   "rng": copy_all("rng", rng_tensors)}
+        # Every rank's RNG (ranks draw different numbers): a restore puts each rank back exactly.
+        for r, (_, rank_tensors) in enumerate(per_rank[1:], start=1):
+            tensors[f"rng_rank{r}"] = copy_all(f"rng_rank{r}", rank_tensors)
         state = {
             "step": self.step,
+            "world": self.world,
             "constraints": self.constraints(),
             "reward_stats": self.reward_stats.state_dict(),
             "cursor": self.cursor.state_dict(),
             "ptx_cursor": self.ptx_cursor.state_dict() if self.ptx_cursor else None,
             "rng": rng_json,
+            "rng_ranks": [js for js, _ in per_rank],
             "recent_samples": self.recent_samples,
             "lr_schedule": {"warmup_steps": self.cfg.warmup_steps, "base_lr": self._constraints["lr"]},
         }
+        optimizers = {name: optimizer_payload(opt, lambda k, t, name=name: buffers.copy(f"{name}/{k}", t))
+                      for name, opt in (("policy_optimizer", self.policy_opt), ("critic_optimizer", self.critic_opt))}
+        return buffers.finish(CheckpointSnapshot(
+            step=self.step, tensors=tensors, optimizers=optimizers,
+            json_files={"trainer_state.json": state, "config.json": self.cfg.model_dump()},
+            metrics=dict(self.last_metrics), constraints=self.constraints(),
+            meta={"preset": self.cfg.preset, "model": self.cfg.model, "use_lora": self.cfg.use_lora}))
 
-        def write(tmp: Path) -> None:
-            save_tensors(tmp / "policy.safetensors", trainable_state(self.policy))
-            save_tensors(tmp / "critic.safetensors", trainable_state(self.critic))
-            save_optimizer(self.policy_opt, tmp, "policy_optimizer")
-            save_optimizer(self.critic_opt, tmp, "critic_optimizer")
-            save_tensors(tmp / "rng.safetensors", rng_tensors)
-            write_json(tmp / "trainer_state.json", state)
-            write_json(tmp / "config.json", self.cfg.model_dump())
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the full training state to directory `path` atomically, synchronously (rank 0
+        writes; collective with torch.distributed, see checkpoint_snapshot)."""
+        path = Path(path)
+        snapshot = self.checkpoint_snapshot()
+        return snapshot.write(path) if snapshot is not None else path
 
-        return write_checkpoint_dir(path, write, step=self.step, metrics=self.last_metrics,
-                                    constraints=self.constraints(),
-                                    meta={"preset": self.cfg.preset, "model": self.cfg.model, "use_lora": self.cfg.use_lora})
+    def _restore_rng(self, path: Path, state: dict) -> None:
+        """This rank's RNG state: its own if the checkpoint has it (same world size), else rank 0's."""
+        ranks = state.get("rng_ranks") or []
+        if self.rank > 0 and self.rank < len(ranks) and (path / f"rng_rank{self.rank}.safetensors").is_file():
+            restore_rng(ranks[self.rank], load_tensors(path / f"rng_rank{self.rank}.safetensors"))
+        else:
+            restore_rng(state["rng"], load_tensors(path / "rng.safetensors"))
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore the full training state; the checksums are verified before anything is read."""
@@ -384,7 +424,7 @@ class PPOTrainer:
             load_trainable_state(self.critic, load_tensors(path / "critic.safetensors"), f"{path}/critic.safetensors")
             load_optimizer(self.policy_opt, path, "policy_optimizer")
             load_optimizer(self.critic_opt, path, "critic_optimizer")
-            restore_rng(state["rng"], load_tensors(path / "rng.safetensors"))
+            self._restore_rng(path, state)
         except CheckpointError:
             raise
         except (KeyError, ValueError, OSError) as e:
