@@ -242,6 +242,7 @@ def on_worker_exit(sup: Supervisor, w: WorkerProcess, rc: int | None) -> None:
     pending_load = next((s for s in live.unacked.values() if s.command.kind is CommandKind.LOAD), None)
     finished = live.worker_final_status == "completed" and (rc == 0 or rc is None)
     if finished or (rc == 0 and pending_load is None and live.worker_final_status is None):
+        _skip_unapplied(sup, f"the worker finished at step {live.step} before applying it")
         sup.set_state(RunState.COMPLETED, f"worker attempt {live.attempt} finished at step {live.step} ({desc})")
         return
     if rc is None and live.worker_final_status is None:
@@ -258,6 +259,18 @@ def on_worker_exit(sup: Supervisor, w: WorkerProcess, rc: int | None) -> None:
         fail_bad_config(sup, w, desc)
         return
     sup.restart(f"worker {desc}")
+
+
+def _skip_unapplied(sup: Supervisor, why: str) -> None:
+    """Decisions whose command the worker never acknowledged before it finished: each still gets
+    its one outcome (skipped), so no decision is left open in the journal."""
+    live = sup.live
+    with live.lock:
+        pending, live.outbox = list(live.unacked.values()), []
+        live.unacked.clear()
+    for sent in pending:
+        if sent.decision is not None and sent.command.kind is not CommandKind.STOP:
+            sup.outcome(sent.decision, sent.command.decision_id, "skipped", why)
 
 
 def fail_bad_config(sup: Supervisor, w: WorkerProcess, desc: str) -> None:

@@ -282,6 +282,12 @@ class Supervisor:
             elif msg.kind == "detach":
                 self.set_state(RunState.DETACHED, msg.payload.get("reason", "detached"))
         finally:
+            if msg.kind == "operator":
+                # Read-your-writes: an operator who gets the reply and then asks /api/status sees the change.
+                try:
+                    self._publish_status()
+                except Exception:
+                    log.exception("could not publish the status after an operator request")
             msg.done.set()
             if msg.on_done is not None:
                 msg.on_done()
