@@ -1,0 +1,179 @@
+"""Gold metrics for the demo: what the policy does NOT optimise, measured on held-out prompts.
+
+The training reward can be gamed; these cannot be gamed by the same trick, so they tell
+whether a run really stayed healthy:
+
+    gold_ref_perplexity   perplexity of the responses under the frozen starting model
+                          (fluent text ~ the base model's own level; a degenerate loop of one
+                          sentence scores LOW under the policy but not necessarily under the
+                          reference, and gibberish scores very high)
+    gold_distinct_2       distinct token bigrams / all bigrams over the responses
+    gold_degenerate       share of responses that are repetitive or empty
+    gold_repetitive       share where one word 3-gram repeats >= REPEAT_MIN times, or fewer than
+                          half of the word 3-grams are distinct
+    gold_empty            share with fewer than MIN_WORDS words
+    gold_truncated        share that hit the token cap without an end-of-sequence (reported, not
+                          counted as degenerate: a 32-token cap truncates most healthy answers too)
+    gold_sentiment        mean VADER compound score (the demo's training reward, for reference)
+
+Responses are sampled with a fixed generator seed, so two checkpoints (or two runs) are
+compared on the same prompts with the same randomness; only the weights differ.
+The evaluator loads the model once and swaps in each checkpoint's trainable weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPEAT_MIN = 3       # a word 3-gram seen this often in one response is a loop, not style
+MIN_WORDS = 2  # a response with fewer words than this says nothing (empty)
+GOLD_SEED = 1234     # fixed sampling seed: every checkpoint answers with the same randomness
+
+
+def words(text: str) -> list[str]:
+    return text.lower().split()
+
+
+def is_repetitive(text: str) -> bool:
+    """One 3-gram repeated REPEAT_MIN times, or most 3-grams repeated: the collapse signature."""
+    w = words(text)
+    grams = list(zip(w, w[1:], w[2:]))
+    if len(grams) < 4:
+        return False
+    top = Counter(grams).most_common(1)[0][1]
+    return top >= REPEAT_MIN or len(set(grams)) / len(grams) < 0.5
+
+
+def is_empty(text: str) -> bool:
+    return len(words(text)) < MIN_WORDS
+
+
+def text_gold(responses: list[str], truncated: list[bool], sentiment: list[float]) -> dict[str, float]:
+    """The gold metrics that need only the text (no model); see the module docstring."""
+    n = max(len(responses), 1)
+    rep = [is_repetitive(r) for r in responses]
+    emp = [is_empty(r) for r in responses]
+    return {
+        "gold_degenerate": sum(a or b for a, b in zip(rep, emp)) / n,
+        "gold_repetitive": sum(rep) / n,
+        "gold_empty": sum(emp) / n,
+        "gold_truncated": sum(bool(t) for t in truncated) / n,
+        "gold_sentiment": sum(sentiment) / n if sentiment else 0.0,
+    }
+
+
+@dataclass
+class GoldResult:
+    """Gold metrics of one policy state, with the responses they were computed from."""
+
+    label: str
+    step: int
+    metrics: dict[str, float]
+    samples: list[dict] = field(default_factory=list)  # {"prompt", "response", "degenerate"}
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "step": self.step, "metrics": self.metrics, "samples": self.samples}
+
+
+class GoldEvaluator:
+    """Loads the policy architecture and the frozen reference once; scores checkpoints.
+
+    `cfg` is the run's TrainConfig (model, use_lora, lengths, chat_template); `prompts` the
+    held-out prompts (default: the trainer's eval set, never trained on)."""
+
+    def __init__(self, cfg, prompts: list[str] | None = None, *, batch_size: int = 8):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from ppo.models import DTYPES, apply_lora, resolve_model_path
+        from ppo.prompts import load_texts
+        from ppo.rewards import SentimentReward
+
+        hf_logging.disable_progress_bar()
+        self.cfg = cfg.resolved() if hasattr(cfg, "resolved") else cfg
+        self.torch = torch
+        self.batch_size = batch_size
+        self.prompts = prompts if prompts is not None else load_texts(self.cfg.eval_prompts,
+                                                                       builtin_name="eval_prompts.jsonl")
+        path = resolve_model_path(self.cfg.model)
+        dtype = DTYPES[self.cfg.dtype]
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"
+        self.reference = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval().requires_grad_(False)
+        policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        if self.cfg.use_lora:
+            policy = apply_lora(policy, self.cfg, "CAUSAL_LM")
+        self.policy = policy.eval()
+        # The starting weights, to score "step 0" and to reset between checkpoints.
+        from ppo.models import trainable_state
+
+        self._initial = trainable_state(self.policy)
+        self.sentiment = SentimentReward()
+
+    def load(self, checkpoint: str | Path | None) -> int:
+        """Put a checkpoint's policy weights in place (None: the starting model); returns its step."""
+        from ppo.checkpoint_files import verify_checkpoint
+        from ppo.models import load_trainable_state
+        from ppo.state_io import load_tensors
+
+        if checkpoint is None:
+            load_trainable_state(self.policy, self._initial, "starting weights")
+            return 0
+        checkpoint = Path(checkpoint)
+        manifest = verify_checkpoint(checkpoint)
+        load_trainable_state(self.policy, load_tensors(checkpoint / "policy.safetensors"),
+                             f"{checkpoint}/policy.safetensors")
+        return int(manifest.get("step", 0))
+
+    def evaluate(self, checkpoint: str | Path | None, label: str = "", keep_samples: int = 4) -> GoldResult:
+        torch = self.torch
+        from ppo import metrics as M
+        from ppo.rollout import encode_prompts, response_logprobs, sample, step_generator
+
+        step = self.load(checkpoint)
+        cfg = self.cfg
+        responses: list[str] = []
+        truncated: list[bool] = []
+        token_lists: list[list[int]] = []
+        ref_lp_sum, ref_tok = 0.0, 0.0
+        with torch.no_grad():
+            for i in range(0, len(self.prompts), self.batch_size):
+                prompts = self.prompts[i:i + self.batch_size]
+                ids, mask = encode_prompts(self.tokenizer, prompts, cfg.max_prompt_tokens, "cpu", cfg.chat_template)
+                ro = sample(self.policy, ids, mask, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                            top_p=cfg.top_p, eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
+                            generator=step_generator(GOLD_SEED, i, 0))
+                ref_lp = response_logprobs(self.reference, ro)
+                rmask = ro.response_mask
+                ref_lp_sum += float((ref_lp * rmask).sum())
+                ref_tok += float(rmask.sum())
+                toks = ro.response_token_lists()
+                token_lists += toks
+                responses += self.tokenizer.batch_decode(toks, skip_special_tokens=True)
+                truncated += [not bool(e) for e in ro.ended_with_eos.tolist()]
+        sentiment = self.sentiment(self.prompts, responses)
+        metrics = {"gold_ref_perplexity": math.exp(-ref_lp_sum / max(ref_tok, 1.0)),
+                   "gold_distinct_2": M.distinct_2(token_lists), **text_gold(responses, truncated, sentiment)}
+        samples = [{"prompt": p, "response": r, "degenerate": is_repetitive(r) or is_empty(r)}
+                   for p, r in list(zip(self.prompts, responses))[:keep_samples]]
+        return GoldResult(label=label or f"step {step}", step=step, metrics=metrics, samples=samples)
+
+
+def pick_checkpoints(checkpoints: list[Path], limit: int) -> list[Path]:
+    """At most `limit` checkpoints, evenly spread, always with the last one (the run's end state)."""
+    if limit <= 0 or not checkpoints:
+        return []
+    if len(checkpoints) <= limit:
+        return list(checkpoints)
+    if limit == 1:
+        return [checkpoints[-1]]
+    stride = (len(checkpoints) - 1) / (limit - 1)
+    idx = sorted({round(i * stride) for i in range(limit)})
+    return [checkpoints[i] for i in idx]

@@ -1,0 +1,136 @@
+"""The demo's run spec: settings under which a real policy hacks its reward, and the guardrails.
+
+Trainer (bench/notes/ppo_bench.md, bench/notes/demo.md): preset vanilla (no reward
+normalisation or clipping, no grad clip), a high learning rate, temperature 1.0 and a small
+KL coefficient. With the sentiment reward, SmolLM2-135M then learns to repeat one upbeat
+sentence until the token cap within a few steps (KL up x3, distinct_2 0.9 -> 0.1).
+The KL coefficient starts small but NOT at zero: tightening multiplies it, and 0 x 4 = 0.
+
+Monitors: the default detectors judge each metric against its own 40-step baseline and need
+30 steps of warm-up, longer than the whole demo. So the demo adds the guardrails a team
+sets for a short job: a KL budget and a diversity floor (critical, 2 steps of patience).
+
+Policies: a critical alert rolls back to the last healthy checkpoint before its onset and
+tightens: kl_coef x4, lr x0.5 (and clip_range x0.8). A rollback budget of 3 then halts.
+"""
+
+from __future__ import annotations
+
+import copy
+
+DEMO_TRAINER: dict = {
+    "preset": "vanilla",
+    "model": "bundled",
+    "reward": "sentiment",
+    "steps": 12,  # measured: completes healthy after 3 rollbacks (bench/notes/demo.md); more risks a 4th -> halt
+    "seed": 0,
+    "batch_size": 8,
+    "minibatch_size": 4,
+    "max_new_tokens": 32,
+    "temperature": 1.0,
+    "top_p": 0.9,
+    "lr": 3e-4,
+    "kl_coef": 0.005,
+    "checkpoint_every": 1,  # the collapse starts at step 3-4: a target must exist before it
+    "eval_every": 0,        # the demo measures gold metrics itself, after the run (demo_gold.py)
+    "keep_samples": 32,
+    "device": "cpu",
+    "torch_threads": 2,
+}
+
+# The guardrails: on the measured collapse, KL passes 1.0 and distinct_2 falls under 0.6
+# within 3-4 steps of onset; a healthy run at these settings stays near kl 0.3, distinct_2 0.9.
+KL_BUDGET = 1.0
+DISTINCT_2_FLOOR = 0.6
+BOUND_PATIENCE = 2
+
+DEMO_MONITORS: dict = {
+    "bounds": {"rules": [
+        {"metric": "kl", "upper": KL_BUDGET, "patience_steps": BOUND_PATIENCE, "severity": "critical"},
+        {"metric": "distinct_2", "lower": DISTINCT_2_FLOOR, "patience_steps": BOUND_PATIENCE,
+         "severity": "critical"},
+        # the defaults, kept: a run that starts truncating every answer is a warning sign too
+        {"metric": "truncated_fraction", "upper": 0.9, "patience_steps": 5, "severity": "warning",
+         "only_if_established_inside": True},
+    ]},
+    # A SmolLM2 step on 2 busy shared cores can take minutes: only a long silence is a stall.
+    "stall": {"min_s": 900.0},
+}
+
+DEMO_POLICIES: dict = {
+    "tighten": {"kl_coef": {"factor": 4.0, "min": 0.0, "max": 2.0},
+                "lr": {"factor": 0.5, "min": 1e-7, "max": 1.0}},
+    "rollback": {"budget": 3},
+    "cooldown": {"steps": 4},
+}
+
+DEMO_SUPERVISOR: dict = {
+    # SmolLM2 on 2 shared cores: a step can take minutes when the machine is busy.
+    "step_timeout_s": 1800.0,
+    "heartbeat_timeout_s": 120.0,
+    "startup_timeout_s": 900.0,
+    "sync_wait_s": 30.0,
+    "tick_s": 0.1,
+    # Full fine-tuning checkpoints of SmolLM2 hold policy, critic and both AdamW states (~3 GB):
+    # keep few.
+    # A checkpoint is a rollback target after 1 step without a CRITICAL alert. Measured on SmolLM2
+    # (bench/notes/demo.md): the KL bound fires at step 5 with onset 4, and an alert demotes every
+    # checkpoint with step + confirm_steps >= its onset; with confirm_steps 2 and a checkpoint every
+    # 2 steps that left no target and the run halted. Early warnings must not either.
+    "checkpoints": {"confirm_steps": 1, "keep_last": 2, "keep_healthy": 2, "suspect_min_severity": "critical"},
+}
+
+
+def apply_overrides(trainer: dict, overrides: list[str]) -> dict:
+    """`key=value` trainer overrides (values parsed as YAML scalars); validated later by TrainConfig."""
+    import yaml
+
+    out = dict(trainer)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r} is not key=value (e.g. --set lr=1e-4)")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def demo_run_config(*, model: str = "bundled", steps: int | None = None, reward: str | None = None,
+                    overrides: list[str] | None = None, monitors: dict | None = None,
+                    policies: dict | None = None, supervisor: dict | None = None) -> dict:
+    """The raw run config (trainer/monitors/policies/supervisor) of the guarded demo run."""
+    trainer = dict(DEMO_TRAINER, model=model)
+    if steps is not None:
+        trainer["steps"] = steps
+    if reward is not None:
+        trainer["reward"] = reward
+    trainer = apply_overrides(trainer, overrides or [])
+    return {
+        "trainer": trainer,
+        "monitors": copy.deepcopy(monitors if monitors is not None else DEMO_MONITORS),
+        "policies": copy.deepcopy(policies if policies is not None else DEMO_POLICIES),
+        "supervisor": dict(DEMO_SUPERVISOR, **(supervisor or {})),
+    }
+
+
+def collapse_step(events: list[dict], rules: list[dict] | None = None) -> int | None:
+    """First step of the first streak of `patience_steps` out-of-bound steps of any critical rule
+    (the same judgement the guardrail makes, applied to a run nobody guarded)."""
+    rules = rules if rules is not None else DEMO_MONITORS["bounds"]["rules"]
+    best = None
+    for rule in rules:
+        if rule.get("severity") != "critical":
+            continue
+        streak_start, streak = None, 0
+        for e in events:
+            v = e["metrics"].get(rule["metric"])
+            out = v is not None and ((rule.get("upper") is not None and v > rule["upper"])
+                                     or (rule.get("lower") is not None and v < rule["lower"]))
+            if out:
+                streak_start = e["step"] if streak == 0 else streak_start
+                streak += 1
+                if streak >= rule.get("patience_steps", 3):
+                    best = streak_start if best is None else min(best, streak_start)
+                    break
+            else:
+                streak = 0
+    return best
