@@ -9,7 +9,12 @@ done | failed | skipped | denied. Modes: `advise` only records what would be don
     tighten / relax -> set_constraints command; done when the worker acknowledges it
     rollback  -> verify the target checkpoint (registry; a corrupt one falls back to the
                  previous healthy one), then in-process `load` (fast), or kill + relaunch with
-                 --resume when the worker is dead, hung, in restart mode, or failed the load
+                 --resume when the worker is dead, hung, in restart mode, or failed the load.
+                 The target is HELD in the registry (never pruned, not demoted by a later
+                 alert whose onset is after it) until the rollback is done or given up. A
+                 failed load falls back to the next older healthy checkpoint (in-process if the
+                 worker is intact, else by relaunch), or to a relaunch from the start; either
+                 way with the decision's tightened constraints (journaled: rollback_fallback).
     halt      -> stop command; the worker's process group is killed after stop_grace_s
 """
 
@@ -113,6 +118,7 @@ def _roll_back(sup: Supervisor, d: Decision, did: str, entry, note: str) -> None
     live = sup.live
     path = str(sup.registry.path_of(entry))
     new_constraints = {**live.constraints, **d.params}
+    sup.registry.hold(entry.step)  # retention and later alerts must leave the target alone until it is loaded
     if _in_process_possible(sup):
         params = {"path": path, "step": entry.step, "skip_batches": d.skip_batches, "constraints": new_constraints,
                   "attempt": max(live.attempt, live.launch_attempt) + 1}
@@ -190,12 +196,17 @@ def on_command_outcome(sup: Supervisor, sent: SentCommand, ack: Ack) -> None:
                             f"skipped {cmd.params.get('skip_batches', 0)} batches, constraints "
                             f"{_fmt(cmd.params.get('constraints') or {})}")
             sup.set_state(RunState.RUNNING, f"rolled back in-process to step {step} (attempt {live.attempt})")
+            release_rollback_target(sup, step)  # after the outcome is journaled: pruning does disk I/O
             return
         # The worker could not load it. A checkpoint that fails verification here was refused
         # before anything was read: the worker is intact, load the previous healthy one in-process.
         # One that verifies failed for another reason: the worker's state is suspect, relaunch.
         entry = sup.registry.rollback_target(step + 1)
         sup.report_corruptions()
+        if entry is not None:
+            sup.registry.hold(entry.step)
+        if entry is None or entry.step != step:
+            release_rollback_target(sup, step)
         if (entry is not None and entry.step != step and d is not None and live.worker is not None
                 and live.state is RunState.ROLLING_BACK):
             params = dict(cmd.params, path=str(sup.registry.path_of(entry)), step=entry.step)
@@ -203,15 +214,19 @@ def on_command_outcome(sup: Supervisor, sent: SentCommand, ack: Ack) -> None:
             sup.journal.note(f"checkpoint step {step} refused by the worker ({ack.detail}); loading step "
                              f"{entry.step} instead", event="rollback_fallback", decision_id=cmd.decision_id)
             return
-        resume = str(sup.registry.path_of(entry)) if entry else None
-        live.constraints.update(cmd.params.get("constraints") or {})
-        if d is not None and resume is None:
-            sup.outcome(d, cmd.decision_id, "failed", f"worker could not load step {step}: {ack.detail}")
-            sup.restart(f"in-process rollback failed ({ack.detail}); nothing healthy to resume from")
-            return
+        # The decision's constraints stay in force whatever happens next: a relaunch without them
+        # would replay the collapse the rollback was meant to stop.
+        constraints = cmd.params.get("constraints") or {}
+        live.constraints.update(constraints)
+        where = f"step {entry.step}" if entry is not None else "the start (no older healthy checkpoint)"
+        sup.journal.note(f"worker could not load step {step} ({ack.detail}): relaunching from {where} with "
+                         f"constraints {_fmt(constraints)}", event="rollback_fallback",
+                         decision_id=cmd.decision_id, resume_step=entry.step if entry is not None else None,
+                         constraints=dict(constraints))
+        resume = str(sup.registry.path_of(entry)) if entry is not None else ""  # "": from the start
         sup.restart(f"in-process rollback failed ({ack.detail})", resume=resume,
                     decision=(d, cmd.decision_id) if d is not None else None,
-                    skip_batches=int(cmd.params.get("skip_batches", 0)))
+                    skip_batches=int(cmd.params.get("skip_batches", 0)) if entry is not None else 0)
         return
     if d is None:
         sup.journal.note(f"command {cmd.kind.value} {'applied' if ack.ok else 'failed'}: {ack.detail}",
@@ -259,6 +274,34 @@ def on_worker_exit(sup: Supervisor, w: WorkerProcess, rc: int | None) -> None:
         fail_bad_config(sup, w, desc)
         return
     sup.restart(f"worker {desc}")
+
+
+def release_rollback_target(sup: Supervisor, step: int | None) -> None:
+    """A held rollback target is no longer needed: retention may now prune it (journaled)."""
+    from orchestrator.registry import RegistryChange
+
+    pruned = sup.registry.release(step)
+    if pruned:
+        sup.apply_registry_change(RegistryChange(pruned=pruned))
+
+
+def release_relaunch_target(sup: Supervisor) -> None:
+    """The relaunched worker is up (it loaded its checkpoint): release what was held for it."""
+    release_rollback_target(sup, None)
+
+
+def carry_pending_constraints(sup: Supervisor, why: str) -> None:
+    """set_constraints decisions the worker never applied before it was stopped: the relaunch
+    applies them (RLGUARD_CONSTRAINTS / --set), so they are done, not lost."""
+    live = sup.live
+    for cid, sent in list(live.unacked.items()):
+        if sent.command.kind is CommandKind.SET_CONSTRAINTS and sent.decision is not None:
+            live.unacked.pop(cid, None)
+            live.constraints.update(sent.command.params)
+            sup.outcome(sent.decision, sent.command.decision_id, "done",
+                        f"recorded for the relaunch ({why}): {_fmt(sent.command.params)}")
+    with live.lock:
+        live.outbox = [c for c in live.outbox if c.kind is not CommandKind.SET_CONSTRAINTS or c.id in live.unacked]
 
 
 def _skip_unapplied(sup: Supervisor, why: str) -> None:

@@ -79,6 +79,12 @@ class SafeRegistry:
     def note_rollback(self, step):
         return self._guard("note_rollback", _no_change, step)
 
+    def hold(self, step):
+        return self._guard("hold", None, step)
+
+    def release(self, step=None):
+        return self._guard("release", list, step)
+
     def rollback_target(self, before_step):
         # If verification succeeded but saving the result failed, fall back to the newest
         # healthy entry held in memory (the worker verifies the checksums again before loading).

@@ -79,6 +79,12 @@ def recover(sup: Supervisor) -> None:
     seen = [ev for ev in events if (ev.time or 0) <= cutoff]
     unseen = [ev for ev in events if (ev.time or 0) > cutoff]
     _replay_metrics(sup, seen)
+    # Rollback targets the dead supervisor held: keep those of rollbacks still awaiting an ack.
+    from orchestrator.acting import release_rollback_target
+
+    awaited = {d.target_step for d, _ in sup.orphan_decisions.values() if d.action is Action.ROLLBACK}
+    for step in sorted(set(sup.registry.held) - awaited):
+        release_rollback_target(sup, step)
     _reattach(sup)
     for ev in unseen:
         sup._observe(ev)
@@ -164,6 +170,16 @@ def on_orphan_ack(sup: Supervisor, ack) -> None:
     if orphan is None:
         return
     d, _ = orphan
+    try:
+        _finish_orphan(sup, d, did, ack)
+    finally:
+        if d.action is Action.ROLLBACK and d.target_step is not None:
+            from orchestrator.acting import release_rollback_target
+
+            release_rollback_target(sup, d.target_step)  # held by the previous supervisor until this rollback ended
+
+
+def _finish_orphan(sup: Supervisor, d: Decision, did: str, ack) -> None:
     if not ack.ok:
         sup.outcome(d, did, "failed", f"the worker could not apply it (after a supervisor restart): {ack.detail}")
         return

@@ -7,10 +7,18 @@ after it was HEALTHY: detection lags onset), CORRUPT when its checksums fail.
 
 Retention (after every add/observe): keep the newest `keep_last` checkpoints, the newest
 `keep_healthy` HEALTHY ones (the last healthy checkpoint is never pruned), every PENDING
-one (it may become the last healthy one), every pinned one and the one last returned by
-`rollback_target` (a worker may be loading it); delete the others from
+one (it may become the last healthy one), every pinned one, the one last returned by
+`rollback_target` and every HELD one (the target of a decided rollback that is not finished:
+a worker is loading it or a relaunch will); delete the others from
 disk: renamed to a hidden trash name first (atomic, so a crash mid-delete never leaves a
 half-deleted directory that looks like a checkpoint), then removed.
+
+Held rollback targets (`hold` / `release`): a target was chosen as HEALTHY, i.e. from
+before the bad regime. While its rollback is under way, a later alert demotes it only if the
+alert's onset is at or before the target's own step (the regime began before the target was
+written: its weights are affected). The usual confirm window (onset <= step + confirm_steps,
+which covers detection lag while a checkpoint is being confirmed) does not apply any more: an
+early-life alert with onset 3 must not take away step 2, the state the run is returning to.
 
 Loading: `rollback_target(before_step)` verifies the newest HEALTHY checkpoint before
 `before_step` against its manifest checksums; a corrupt one is marked CORRUPT, reported
@@ -149,6 +157,7 @@ class CheckpointRegistry:
         self._entries: dict[int, CheckpointEntry] = {}
         self._lock = threading.RLock()
         self._in_use: int | None = None  # the step last handed out by rollback_target: never pruned
+        self._held: set[int] = set()  # targets of unfinished rollbacks: never pruned, demoted only by onset <= step
         self._corruptions: list[Alert] = []
         self.problems: list[str] = []  # what open() had to repair, for the supervisor's log
 
@@ -172,6 +181,7 @@ class CheckpointRegistry:
                     raise ValueError(f"not an {FORMAT} file")
                 reg._entries = {e.step: e for e in map(CheckpointEntry.from_dict, data["entries"])}
                 reg._in_use = data.get("in_use")
+                reg._held = {int(x) for x in data.get("held") or []}
                 loaded = True
             except (OSError, ValueError, KeyError, TypeError) as e:
                 reg.problems.append(
@@ -308,9 +318,8 @@ class CheckpointRegistry:
         min_sev = Severity(self.cfg.suspect_min_severity)
         change = RegistryChange()
         for e in self.entries():
-            new = next_health(
-                e.health, e.step, step, alerts, self.cfg.confirm_steps, min_sev, self.cfg.suspect_ignore_codes
-            )
+            confirm = 0 if e.step in self._held else self.cfg.confirm_steps  # see "Held rollback targets"
+            new = next_health(e.health, e.step, step, alerts, confirm, min_sev, self.cfg.suspect_ignore_codes)
             if new is not e.health:
                 if new is Health.SUSPECT:
                     first = min(
@@ -328,16 +337,41 @@ class CheckpointRegistry:
 
     @_locked
     def note_rollback(self, target_step: int) -> RegistryChange:
-        """The run went back to `target_step`: unconfirmed checkpoints after it belong to an
-        abandoned timeline and can never be confirmed."""
+        """The run went back to `target_step`: checkpoints after it belong to an abandoned
+        timeline. Unconfirmed ones can never be confirmed; confirmed ones were confirmed by that
+        timeline's events (a worker that trained on while the load was on its way) and, being
+        newer, would otherwise push the new timeline's checkpoints out of retention."""
         change = RegistryChange()
         for e in self.entries():
-            if e.step > target_step and e.health is Health.PENDING:
+            if e.step > target_step and e.health in (Health.PENDING, Health.HEALTHY):
                 change.health.append((e.step, e.health, Health.SUSPECT))
                 e.health, e.note = Health.SUSPECT, f"abandoned by the rollback to step {target_step}"
         if change:
             self.save()
         return change
+
+    @_locked
+    def hold(self, step: int) -> None:
+        """`step` is the target of a decided rollback: keep it (and its health) until release()."""
+        if step in self._entries and step not in self._held:
+            self._held.add(step)
+            self.save()
+
+    @_locked
+    def release(self, step: int | None = None) -> list[int]:
+        """The rollback to `step` (None: every held one) finished or was given up; applies
+        retention again and returns the steps that pruning deleted."""
+        before = set(self._held)
+        self._held = set() if step is None else self._held - {step}
+        if self._held == before:
+            return []
+        pruned = self.prune()
+        self.save()
+        return pruned
+
+    @property
+    def held(self) -> set[int]:
+        return set(self._held)
 
     @_locked
     def pin(self, step: int, pinned: bool = True) -> None:
@@ -389,7 +423,8 @@ class CheckpointRegistry:
         entries = self.entries()
         keep = {e.step for e in entries[-self.cfg.keep_last :]}
         keep |= {e.step for e in [e for e in entries if e.health is Health.HEALTHY][-self.cfg.keep_healthy :]}
-        keep |= {e.step for e in entries if e.pinned or e.health is Health.PENDING or e.step == self._in_use}
+        keep |= {e.step for e in entries if e.pinned or e.health is Health.PENDING or e.step == self._in_use
+                 or e.step in self._held}
         deleted = []
         for e in entries:
             if e.step in keep:
@@ -419,6 +454,7 @@ class CheckpointRegistry:
             "format": FORMAT,
             "saved": time.time(),
             "in_use": self._in_use,
+            "held": sorted(self._held),
             "entries": [e.to_dict() for e in self.entries()],
         }
         final = self.root / REGISTRY_FILE

@@ -16,8 +16,14 @@ Responsibilities and rules:
 - Without a supervisor (no RLGUARD_CONTROL) the client is standalone: `commands()` returns
   [] and nothing is sent anywhere, so scripts run unchanged outside rlguard.
 - Transport: JSON over HTTP POST to the supervisor on 127.0.0.1 (stdlib http.client only, short
-  timeouts). Each `report()` sends the buffered events and waits briefly for the supervisor
-  to have processed them, so commands decided from step N arrive at step N's boundary.
+  timeouts). Each `report()` sends the buffered events and waits for the supervisor to have
+  processed them, so commands decided from step N arrive at step N's boundary. The wait is
+  bounded by max(RLGUARD_SYNC_WAIT_S, RLGUARD_SYNC_WAIT_FRACTION x the last step's duration),
+  at most 60 s: a supervisor slowed by load (its monitors, policies and sinks on a busy
+  machine) still answers before a 100 s step ends, and a fast step pays nothing more, because
+  the reply comes as soon as the events are handled. The reply says whether they were
+  (`handled`); if not, the client asks again (FIFO: an answered follow-up means the events
+  were handled too) until the budget is spent, and only then goes on (counted in late_syncs).
 - A supervisor that goes away never stops training: sends fail fast, events stay in a
   bounded buffer (oldest dropped and counted: metrics.jsonl still has them), retries are
   spaced out, and RUN/supervisor.json is re-read so a restarted supervisor is found again.
@@ -33,7 +39,7 @@ Responsibilities and rules:
 Environment set by the supervisor: RLGUARD_CONTROL (base URL), RLGUARD_TOKEN, RLGUARD_RUN_DIR,
 RLGUARD_ATTEMPT, RLGUARD_RESUME (checkpoint to start from, or empty), RLGUARD_CONSTRAINTS
 (JSON of constraint values to apply at start), RLGUARD_SKIP_BATCHES (batches to skip after
-loading RLGUARD_RESUME), RLGUARD_HEARTBEAT_S, RLGUARD_SYNC_WAIT_S.
+loading RLGUARD_RESUME), RLGUARD_HEARTBEAT_S, RLGUARD_SYNC_WAIT_S, RLGUARD_SYNC_WAIT_FRACTION.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ log = logging.getLogger("rlguard.sdk")
 BUFFER_MAX_EVENTS = 10_000  # bounded: a long-gone supervisor must not grow the worker's memory
 RETRY_AFTER_FAILURE_S = 5.0  # after a failed send, do not pay a timeout again for this long
 PAUSE_POLL_S = 0.2
+MAX_SYNC_WAIT_S = 60.0  # the supervisor caps a sync's wait at this too
 
 
 def _env_float(name: str, default: float) -> float:
@@ -74,7 +81,8 @@ class WorkerClient:
 
     def __init__(self, run_dir: str | Path, *, url: str = "", token: str = "", attempt: int = 0,
                  resume: str = "", constraints: dict | None = None, skip_batches: int = 0, heartbeat_s: float = 2.0,
-                 sync_wait_s: float = 5.0, rank: int = 0, clock=time.monotonic, sleep=time.sleep):
+                 sync_wait_s: float = 5.0, sync_wait_fraction: float = 0.1, rank: int = 0,
+                 clock=time.monotonic, sleep=time.sleep):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.url = url.rstrip("/")
@@ -90,6 +98,11 @@ class WorkerClient:
         self._clock = clock
         self._sleep = sleep
         self._sync_wait_s = sync_wait_s
+        self._sync_wait_fraction = sync_wait_fraction
+        self._step_started = clock()  # end of the last step boundary: the next report times the step
+        self.last_step_s: float | None = None
+        self.late_syncs = 0  # reports whose events the supervisor had not handled when the wait ran out
+        self._last_handled = True
         self._heartbeat_s = heartbeat_s
         self._events: collections.deque[dict] = collections.deque()
         self._checkpoints: list[dict] = []
@@ -124,6 +137,7 @@ class WorkerClient:
             self._metrics_file.write(event.to_json() + "\n")
             self._metrics_file.flush()
         self._last_step = int(step)
+        self.last_step_s = max(0.0, self._clock() - self._step_started)
         self._touch()
         if not self.supervised:
             return
@@ -133,7 +147,27 @@ class WorkerClient:
                 self._events.popleft()
                 self.dropped_events += 1
         # The reply carries the commands decided from this step: commands() needs no second trip.
-        self._synced_this_step = self._sync(wait=True)
+        self._synced_this_step = self._sync_until_handled()
+
+    def sync_wait_budget_s(self) -> float:
+        """How long a report may wait for the supervisor: see the module docstring."""
+        by_step = self._sync_wait_fraction * (self.last_step_s or 0.0)
+        return min(MAX_SYNC_WAIT_S, max(self._sync_wait_s, by_step))
+
+    def _sync_until_handled(self) -> bool:
+        """Send this step's events and wait (within the budget) until the supervisor has handled them."""
+        deadline = self._clock() + self.sync_wait_budget_s()
+        ok = self._sync(wait=True, wait_s=deadline - self._clock())
+        while ok and not self._last_handled:
+            left = deadline - self._clock()
+            if left <= 0.01:
+                self.late_syncs += 1
+                log.warning("rlguard: the supervisor had not handled step %s within %.1f s; going on (commands "
+                            "decided from it arrive at a later boundary)", self._last_step, self.sync_wait_budget_s())
+                break
+            # FIFO on the supervisor's side: once this follow-up is handled, the events before it were too.
+            ok = self._sync(wait=True, wait_s=left, force_wait=True)
+        return ok
 
     def checkpoint_written(self, step: int, path: str | Path) -> None:
         """Announce a complete checkpoint directory (written atomically) for `step`."""
@@ -156,6 +190,7 @@ class WorkerClient:
             if any(c.kind is CommandKind.PAUSE for c in cmds):
                 cmds = self._wait_while_paused(cmds)
         cmds = self._broadcast(cmds)
+        self._step_started = self._clock()
         with self._lock:
             self._given.extend(c for c in cmds if c.id and c.kind is not CommandKind.PAUSE)
         for c in cmds:
@@ -276,15 +311,22 @@ class WorkerClient:
         except (OSError, ValueError):
             pass
 
-    def _sync(self, *, wait: bool, status: str = "running") -> bool:
-        """Send what is buffered, receive commands. Never raises; False when unreachable."""
+    def _sync(self, *, wait: bool, status: str = "running", wait_s: float | None = None,
+              force_wait: bool = False) -> bool:
+        """Send what is buffered, receive commands. Never raises; False when unreachable.
+
+        `wait`: the supervisor waits up to `wait_s` (default RLGUARD_SYNC_WAIT_S) for the batch to
+        be handled when it carries events, or always with `force_wait` (a follow-up)."""
         now = self._clock()
         if now < self._retry_at:
             return False
         with self._send_lock:
-            return self._sync_unlocked(wait=wait, status=status, _retried=False)
+            return self._sync_unlocked(wait=wait, status=status, _retried=False,
+                                       wait_s=self._sync_wait_s if wait_s is None else max(0.0, wait_s),
+                                       force_wait=force_wait)
 
-    def _sync_unlocked(self, *, wait: bool, status: str, _retried: bool = True) -> bool:
+    def _sync_unlocked(self, *, wait: bool, status: str, _retried: bool = True, wait_s: float = 0.0,
+                       force_wait: bool = False) -> bool:
         """One send; on failure, one immediate retry if supervisor.json names a new address."""
         with self._lock:
             events = list(self._events)
@@ -294,7 +336,7 @@ class WorkerClient:
             self._acks = []
         body = {"attempt": self.attempt, "pid": os.getpid(), "step": self._last_step, "status": status,
                 "events": events, "checkpoints": checkpoints, "acks": [a.to_dict() for a in acks],
-                "paused": self._paused, "wait_s": self._sync_wait_s if wait and events else 0.0}
+                "paused": self._paused, "wait_s": wait_s if wait and (events or force_wait) else 0.0}
         try:
             reply = self._post("/api/worker/sync", body, timeout=2.0 + body["wait_s"])
         except (OSError, http.client.HTTPException, ValueError) as e:
@@ -304,10 +346,12 @@ class WorkerClient:
             old_url = self.url
             self._rediscover()
             if self.url != old_url and not _retried:  # a restarted supervisor: try it at once
-                return self._sync_unlocked(wait=wait, status=status)
+                return self._sync_unlocked(wait=wait, status=status, wait_s=wait_s, force_wait=force_wait)
             self._retry_at = self._clock() + RETRY_AFTER_FAILURE_S
             log.debug("rlguard: supervisor unreachable (%s); buffering", e)
             return False
+        # An older supervisor does not say: assume handled (the old behaviour).
+        self._last_handled = bool((reply or {}).get("handled", True))
         with self._lock:
             for _ in range(min(len(events), len(self._events))):
                 self._events.popleft()
@@ -374,5 +418,6 @@ def connect(run_dir: str | Path | None = None) -> WorkerClient:
         skip_batches=int(env.get("RLGUARD_SKIP_BATCHES") or 0),
         heartbeat_s=_env_float("RLGUARD_HEARTBEAT_S", 2.0),
         sync_wait_s=_env_float("RLGUARD_SYNC_WAIT_S", 5.0),
+        sync_wait_fraction=_env_float("RLGUARD_SYNC_WAIT_FRACTION", 0.1),
         rank=int(env.get("RANK") or 0),
     )

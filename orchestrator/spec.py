@@ -56,7 +56,12 @@ class SupervisorConfig(BaseModel):
         "in_process", description="in_process: the worker loads the checkpoint and continues (fast). restart: "
         "kill and relaunch with --resume. A dead, hung or failing worker is always restarted.")
     sync_wait_s: float = Field(5.0, ge=0, description="How long a worker's report waits for the supervisor "
-                               "to process its step, so decisions land at that step's boundary.")
+                               "to process its step, so decisions land at that step's boundary (at least; "
+                               "see sync_wait_step_fraction).")
+    sync_wait_step_fraction: float = Field(0.1, ge=0, le=10, description="A report also waits up to this "
+                                           "fraction of the worker's last step time (capped at 60 s): a "
+                                           "100 s step affords a 10 s wait, so a supervisor slowed down by load "
+                                           "still answers before the next step starts. 0: sync_wait_s only.")
     checkpoint_every_s: float | None = Field(None, gt=0, description="Also ask for a checkpoint this often "
                                              "(wall clock), on top of the trainer's checkpoint_every steps.")
     eval_every_s: float | None = Field(None, gt=0, description="Ask for a held-out evaluation this often.")

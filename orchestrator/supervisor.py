@@ -133,7 +133,8 @@ class Supervisor:
             self.launcher.env = {"RLGUARD_CONTROL": self._http.url, "RLGUARD_TOKEN": self.token,
                                  "RLGUARD_RUN_DIR": str(self.files.run_dir),
                                  "RLGUARD_HEARTBEAT_S": str(self.sc.heartbeat_interval_s),
-                                 "RLGUARD_SYNC_WAIT_S": str(self.sc.sync_wait_s)}
+                                 "RLGUARD_SYNC_WAIT_S": str(self.sc.sync_wait_s),
+                                 "RLGUARD_SYNC_WAIT_FRACTION": str(self.sc.sync_wait_step_fraction)}
         self.files.write_supervisor_info(self.url, self.port,
                                          worker=None)
         if self._use_scheduler:
@@ -204,11 +205,9 @@ class Supervisor:
         """HTTP thread: queue the worker's batch; wait (bounded) until handled; return commands."""
         msg = self.post("sync", body)
         wait_s = min(float(body.get("wait_s") or 0.0), 60.0)
-        if wait_s > 0:
-            msg.done.wait(wait_s)
-        else:
-            msg.done.wait(0.0)
-        return {"commands": self._take_outbox(int(body.get("attempt") or 0))}
+        msg.done.wait(max(0.0, wait_s))
+        # `handled` tells the worker whether the commands decided from its events are in this reply.
+        return {"commands": self._take_outbox(int(body.get("attempt") or 0)), "handled": msg.done.is_set()}
 
     async def worker_sync_async(self, body: dict) -> dict:
         """worker_sync for the HTTP event loop: awaits the loop thread without a thread hop."""
@@ -225,8 +224,8 @@ class Supervisor:
             try:
                 await asyncio.wait_for(asyncio.shield(handled), wait_s)
             except TimeoutError:
-                pass  # the worker goes on; decisions from this step reach it at the next sync
-        return {"commands": self._take_outbox(int(body.get("attempt") or 0))}
+                pass  # the reply says so (handled: false): the worker asks again within its wait budget
+        return {"commands": self._take_outbox(int(body.get("attempt") or 0)), "handled": msg.done.is_set()}
 
     def worker_heartbeat(self, body: dict) -> None:
         self.live.note_heartbeat(self.clock(), body.get("progress_age_s"), bool(body.get("paused")))
@@ -304,6 +303,9 @@ class Supervisor:
         self.live.note_heartbeat(now, 0.0 if body.get("events") else None, bool(body.get("paused")))
         if self.live.state is RunState.STARTING:
             self.set_state(RunState.RUNNING, f"worker attempt {self.live.launch_attempt} is up")
+            from orchestrator.acting import release_relaunch_target
+
+            release_relaunch_target(self)  # it has loaded its checkpoint: retention may have it
         for raw in body.get("events") or []:
             try:
                 event = event_from_dict(raw)
@@ -322,10 +324,14 @@ class Supervisor:
         self.live.last_seen[attempt] = event.step
         self.live.attempt = max(self.live.attempt, attempt)
         self.live.step = event.step
+        # While a timeline is being abandoned (rolling back, restarting) the worker still reports
+        # the values it trains with, not the ones decided for what comes next: keep the decided ones.
+        adopt = self.live.state not in (RunState.ROLLING_BACK, RunState.RESTARTING)
         for name in CONSTRAINT_NAMES:
             v = event.metrics.get(name)
             if v is not None:
-                self.live.constraints[name] = v
+                if adopt:
+                    self.live.constraints[name] = v
                 # A custom worker's starting values are known from its first events.
                 self.live.initial_constraints.setdefault(name, v)
         self.sinks.on_event(event)
@@ -442,6 +448,10 @@ class Supervisor:
         for did, (decision, deadline) in list(self.orphan_decisions.items()):
             if now >= deadline or live.worker is None:
                 del self.orphan_decisions[did]
+                if decision.action is Action.ROLLBACK and decision.target_step is not None:
+                    from orchestrator.acting import release_rollback_target
+
+                    release_rollback_target(self, decision.target_step)
                 self.outcome(decision, did, "skipped", "abandoned: sent by a supervisor that died, and the worker "
                              "never acknowledged it")
         if live.halting is not None:
@@ -473,7 +483,9 @@ class Supervisor:
 
     def restart(self, reason: str, *, resume: str | None = None, decision: tuple[Decision, str] | None = None,
                 skip_batches: int = 0) -> None:
-        """Kill the worker group; relaunch after the backoff from `resume` or the last healthy checkpoint."""
+        """Kill the worker group; relaunch after the backoff from `resume` ("": from the start) or,
+        when None, the last healthy checkpoint. Constraints in force, including those of decisions
+        not yet applied, go to the relaunch."""
         live = self.live
         if live.halting is not None:  # a halt in progress wins: finish it instead of relaunching
             w = live.worker
@@ -491,6 +503,9 @@ class Supervisor:
             resume = load.command.params["path"]
             skip_batches = int(load.command.params.get("skip_batches", 0))
             live.constraints.update(load.command.params.get("constraints") or {})
+        from orchestrator.acting import carry_pending_constraints
+
+        carry_pending_constraints(self, reason)
         if live.worker is not None:
             live.worker.stop(self.sc.stop_grace_s, clock=self.clock, sleep=self.sleep)
             self._exited_worker, live.worker = live.worker, None
@@ -500,7 +515,8 @@ class Supervisor:
             entry = self.registry.rollback_target(1 << 62)  # the last healthy one that verifies
             self.report_corruptions()
             resume = str(self.registry.path_of(entry)) if entry else None
-        self.journal.restart(reason, attempt=live.launch_attempt, resume=resume, restarts_left=live.restarts_left,
+        self.journal.restart(reason, attempt=live.launch_attempt, resume=resume or None,
+                             restarts_left=live.restarts_left, constraints=dict(live.constraints),
                              worker_log_tail=log_tail[-2000:])
         self.sinks.on_restart(reason)
         self._fail_unacked(f"worker restarted: {reason}")
@@ -531,7 +547,8 @@ class Supervisor:
             decision, did = live.relaunch_decision
             live.relaunch_decision = None
             live.rollbacks += 1
-            self.outcome(decision, did, "done", f"relaunched attempt {live.launch_attempt} from {live.relaunch_resume}")
+            self.outcome(decision, did, "done", f"relaunched attempt {live.launch_attempt} from "
+                         f"{live.relaunch_resume or 'the start'} with constraints {_fmt(live.constraints)}")
 
     def _launch(self, *, resume: str | None, reason: str, skip_batches: int = 0) -> None:
         live = self.live
@@ -549,7 +566,7 @@ class Supervisor:
             live.outbox = []
         live.unacked.clear()
         self.journal.note(f"launched worker attempt {attempt} ({reason})", event="launch", reason=reason, attempt=attempt,
-                          resume=resume, argv=live.worker.argv, pid=live.worker.pid,
+                          resume=resume or None, argv=live.worker.argv, pid=live.worker.pid,
                           constraints=dict(live.constraints), skip_batches=skip_batches)
         self.files.write_supervisor_info(self.url, self.port,
                                          worker=live.worker.to_dict())
@@ -632,6 +649,10 @@ class Supervisor:
         snap = build_status(self)
         with self._status_lock:
             self._status = snap
+
+
+def _fmt(values: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items())) or "-"
 
 
 def _pid() -> int:

@@ -194,3 +194,30 @@ def test_a_checkpoint_written_again_behind_the_registrys_back_is_pending_again(t
     again = CheckpointRegistry.open(tmp_path, cfg)
     assert again.get(10).health is Health.PENDING
     assert any("written again" in p for p in again.problems)
+
+
+def test_a_held_rollback_target_is_never_pruned_and_only_demoted_by_an_earlier_onset(tmp_path):
+    # The demo's failure: target 2 demoted by an alert with onset 3 (<= 2 + confirm window), then
+    # pruned by keep_last=2 while the worker was loading it.
+    cfg = RegistryConfig(confirm_steps=1, keep_last=2, keep_healthy=1)
+    reg = CheckpointRegistry.open(tmp_path, cfg)
+    for step in (1, 2):
+        reg.add(step, write(tmp_path, step))
+        reg.observe(step + 1, [])
+    assert reg.get(2).health is Health.HEALTHY
+    reg.hold(2)
+    for step in (3, 4, 5, 6):
+        reg.add(step, write(tmp_path, step))
+    change = reg.observe(6, [alert(6, onset=3, severity=Severity.CRITICAL)])
+    assert reg.get(2).health is Health.HEALTHY and 2 not in [s for s, _, _ in change.health]
+    assert (3, Health.PENDING, Health.SUSPECT) in change.health  # not held: the usual confirm window applies
+    assert 3 in change.pruned and 2 not in change.pruned and 2 in on_disk(tmp_path)
+    # held survives a supervisor restart
+    reopened = CheckpointRegistry.open(tmp_path, cfg)
+    assert reopened.held == {2} and reopened.prune() == [] and 2 in on_disk(tmp_path)
+    # an alert whose regime began at or before the target's own step still demotes it
+    reopened.observe(7, [alert(7, onset=2, severity=Severity.CRITICAL)])
+    assert reopened.get(2).health is Health.SUSPECT and 2 in on_disk(tmp_path)
+    # once the rollback is over, retention applies again
+    pruned = reopened.release(2)
+    assert 2 in pruned and 2 not in on_disk(tmp_path) and reopened.held == set()
