@@ -214,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        # Every rank reaches this point before any tears the group down: a rank that destroys
+        # its gloo group while a peer is still closing aborts that peer ("terminate called
+        # without an active exception"), and torchrun then reports the finished run as failed.
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
     return 0
 
 
