@@ -29,30 +29,17 @@ from pathlib import Path
 
 import yaml
 
+from tests.orchestrator import harness
+
 REPO = Path(__file__).resolve().parents[2]
 CHAOS_WORKER = Path(__file__).with_name("chaos_worker.py")
 SUMMARY_PATH = REPO / "artifacts" / "reliability.json"
 
-# Detectors that fire on the chaos worker's faults only (NaN, a KL bound), as the orchestrator tests do.
-QUIET_MONITORS = {
-    "spike": {"enabled": False},
-    "change_point": {"enabled": False},
-    "drift": {"enabled": False},
-    "patterns": {"enabled": False},
-    "eval_shape": {"enabled": False},
-    "stall": {"enabled": False},
-    "bounds": {"rules": [{"metric": "kl", "upper": 0.5, "patience_steps": 2, "severity": "critical"}]},
-}
-
+# The same quiet detectors and fast timings as the orchestrator tests (NaN and a KL bound
+# fire; nothing else), with a longer sync wait and tighter retention so kills hit pruning too.
+QUIET_MONITORS = harness.QUIET_MONITORS
 FAST_SUPERVISOR = {
-    "heartbeat_interval_s": 0.2,
-    "heartbeat_timeout_s": 4.0,
-    "step_timeout_s": 4.0,
-    "startup_timeout_s": 30.0,
-    "restart_backoff_initial_s": 0.05,
-    "restart_backoff_max_s": 0.2,
-    "stop_grace_s": 2.0,
-    "tick_s": 0.05,
+    **harness.FAST_SUPERVISOR,
     "sync_wait_s": 2.0,
     "checkpoints": {"confirm_steps": 2, "keep_last": 6, "keep_healthy": 4},
 }
