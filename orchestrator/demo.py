@@ -29,7 +29,7 @@ from orchestrator.demo_spec import DEMO_TRAINER, collapse_step, demo_run_config
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rlguard demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="rlguard demo", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--out", help="output directory (default runs/demo-<time>): guarded/, unguarded/, "
                    "demo_summary.json")
     p.add_argument("--steps", type=int, help=f"PPO steps (default {DEMO_TRAINER['steps']})")
