@@ -36,6 +36,7 @@ from pathlib import Path
 
 from monitors.alerts import Alert
 from policies.decision import Decision
+from ppo.checkpoint_files import fsync_path
 
 OUTCOME_PHASES = ("done", "failed", "skipped", "denied")
 KINDS = ("decision", "alert", "checkpoint", "restart", "state", "operator", "note")
@@ -114,7 +115,7 @@ class Journal:
                 "stop it first, or read the journal with read_journal()"
             ) from None
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
         self.recovered = read_journal(self.path)
         if not self.recovered.ends_with_newline:
             # Terminate a torn (or newline-less) last line so the next entry is a line of its own.
@@ -258,11 +259,3 @@ class Journal:
             self._decided[e["decision_id"]] = e
         elif e.get("phase") in OUTCOME_PHASES:
             self._finished[e["decision_id"]] = e["phase"]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -51,6 +51,7 @@ from policies.view import DEFAULT_CONFIRM_STEPS, CheckpointView, Health, next_he
 from ppo.checkpoint_files import (
     CheckpointError,
     checkpoint_dir_name,
+    fsync_path,
     list_checkpoints,
     read_manifest,
     verify_checkpoint,
@@ -441,7 +442,7 @@ class CheckpointRegistry:
             return
         trash = self.root / f".trash-{path.name}-{time.monotonic_ns()}"
         os.rename(path, trash)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
     # ------------------------------------------------------------------ persistence
@@ -464,12 +465,4 @@ class CheckpointRegistry:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _fsync_dir(self.root)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_path(self.root)

@@ -48,7 +48,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a rename is durable only once its directory is synced)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -76,7 +77,7 @@ def write_checkpoint_dir(
         files = {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
-                _fsync_path(p)
+                fsync_path(p)
                 files[p.relative_to(tmp).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         manifest = {
             "format": FORMAT,
@@ -92,7 +93,7 @@ def write_checkpoint_dir(
             json.dump(manifest, f, indent=1, allow_nan=True)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_path(tmp)
+        fsync_path(tmp)
         if final_dir.exists():
             # Same step written twice (e.g. after a rollback): replace the old one whole.
             old = parent / f".old-{final_dir.name}-{time.monotonic_ns()}"
@@ -101,7 +102,7 @@ def write_checkpoint_dir(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final_dir)
-        _fsync_path(parent)
+        fsync_path(parent)
         return final_dir
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
