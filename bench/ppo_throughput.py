@@ -6,11 +6,12 @@ epoch over the batch in minibatches of `--minibatch`), the sentiment reward for 
 a KL term against a frozen reference for both (trl `beta` = our `kl_coef`, so trl loads and
 runs a reference model as we do).
 
-What differs by design, and is part of what is measured: PPO trains a critic (a value
-head on a copy of the backbone: extra forward + backward per minibatch); GRPO has none but
+What differs by design, and is part of what is measured: PPO trains a critic; GRPO has none but
 needs >= 2 completions per prompt (we give it batch/2 prompts x 2 generations, so the number
 of responses is equal). trl samples with `model.generate`; we sample with our own KV-cache
-loop (ppo/rollout.py).
+loop (ppo/rollout.py). Ours runs once per critic in `--critics`: `separate` (PPO-max's own
+backbone + value head: an extra forward + backward per minibatch) and `shared_backbone` (a
+value head on the policy's hidden states from the rollout pass: no extra pass).
 
 One iteration = one of our `train_step()`s = one trl generation cycle (batch/minibatch
 optimizer steps). Rounds alternate ours / trl so that load from other processes on a shared
@@ -75,7 +76,7 @@ class OursRunner:
     optimisation epochs; the rest is scoring the rollout (policy/reference log-probs, critic
     values, reward), GAE and metrics."""
 
-    def __init__(self, model_path: str, args, run_dir: Path):
+    def __init__(self, model_path: str, args, run_dir: Path, critic: str = "separate"):
         import ppo.trainer as trainer_mod
         from ppo.config import load_train_config
 
@@ -83,19 +84,23 @@ class OursRunner:
             "preset=ppo_max", f"model={model_path}", "reward=sentiment", f"batch_size={args.batch}",
             f"minibatch_size={args.minibatch}", "ppo_epochs=1", f"max_new_tokens={args.max_new_tokens}",
             f"temperature={SAMPLING['temperature']}", f"top_p={SAMPLING['top_p']}", f"kl_coef={args.kl_coef}",
-            "critic_pretrain_steps=0",  # the policy must be updated in every timed step, as trl's is
+            f"critic={critic}", "critic_pretrain_steps=0",  # the policy must be updated in every timed step, as trl's is
             "lr=1e-6", "checkpoint_every=0", "eval_every=0", "device=cpu", f"torch_threads={args.threads}",
         ])
         self.trainer = trainer_mod.PPOTrainer(cfg, run_dir)
         self.watch = _Stopwatch()
-        # Bench-only instrumentation of the real code paths (module globals the trainer calls).
+        # Bench-only instrumentation of the real code paths. `sample` is a module global the
+        # trainer calls: each runner installs its own timed wrapper when it runs (several
+        # runners share the module).
+        self._trainer_mod = trainer_mod
         original = getattr(trainer_mod.sample, "__wrapped_original__", trainer_mod.sample)
-        trainer_mod.sample = self.watch.wrap("generation", original)
-        trainer_mod.sample.__wrapped_original__ = original
+        self._timed_sample = self.watch.wrap("generation", original)
+        self._timed_sample.__wrapped_original__ = original
         self.trainer._optimise = self.watch.wrap("optimisation", self.trainer._optimise)
         self.iterations: list[dict] = []
 
     def run(self, steps: int) -> None:
+        self._trainer_mod.sample = self._timed_sample
         for _ in range(steps):
             self.watch.take()
             t0 = time.perf_counter()
@@ -207,6 +212,7 @@ def _rate(rows: list[dict], key: str) -> float:
 
 
 def summarize(name: str, ours: OursRunner, trl: TrlRunner) -> dict:
+    """One row: `name` = model / critic."""
     o, t = ours.iterations[1:], trl.iterations[1:]  # drop each warm-up iteration
     o_sps, t_sps = _rate(o, "responses"), _rate(t, "responses")
     o_tps, t_tps = _rate(o, "tokens"), _rate(t, "tokens")
@@ -227,7 +233,7 @@ def _shares(rows: list[dict]) -> dict[str, float]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| model | iterations (ours/trl) | s/iter ours | s/iter trl | samples/s ours | samples/s trl | "
+    out = ["| model / our critic | iterations (ours/trl) | s/iter ours | s/iter trl | samples/s ours | samples/s trl | "
            "tokens/s ours | tokens/s trl | ratio samples/s | ratio tokens/s | ours: generation / rollout "
            "scoring / optimisation | trl: generation |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -263,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2, help="iterations per trainer per round")
     p.add_argument("--tiny-steps", type=int, default=6, help="iterations per round for the tiny model")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--critics", default="separate,shared_backbone",
+                   help="our critic modes to run (each against the same trl rounds)")
     args = p.parse_args(argv)
     if args.batch % args.minibatch or args.batch // args.minibatch < 1:
         p.error("--minibatch must divide --batch")
@@ -272,23 +280,28 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             path = model_path(name, root)
-            ours = OursRunner(path, args, root / f"ours-{name}")
+            critics = [c.strip() for c in args.critics.split(",") if c.strip()]
+            ours = {c: OursRunner(path, args, root / f"ours-{name}-{c}", critic=c) for c in critics}
             trl = TrlRunner(path, args, root / f"trl-{name}")
             steps = args.tiny_steps if name == "tiny" else args.steps
             for r in range(args.rounds):
                 # +1 in the first round: each trainer's first iteration is a warm-up.
-                ours.run(steps + (r == 0))
+                for runner in ours.values():
+                    runner.run(steps + (r == 0))
                 trl.run(steps + (r == 0))
                 print(f"{name}: round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-            rows.append(summarize(name, ours, trl))
-            rows[-1]["sampler"] = sampler_vs_generate(path, args)
-            print(table(rows[-1:]), flush=True)
+            model_rows = [summarize(f"{name} / {c}", runner, trl) for c, runner in ours.items()]
+            sampler = sampler_vs_generate(path, args)
+            for row in model_rows:
+                row["sampler"] = sampler
+            rows += model_rows
+            print(table(model_rows), flush=True)
     print()
     print(table(rows))
     print()
     print("| model | sampling alone: ours tokens/s | HF generate tokens/s | ratio |")
     print("|---|---|---|---|")
-    for r in rows:
+    for r in rows[::len([c for c in args.critics.split(",") if c.strip()])]:
         sm = r["sampler"]
         print(f"| {r['model']} | {sm['ours_tps']:.1f} | {sm['hf_tps']:.1f} | {sm['ours_tps'] / sm['hf_tps']:.2f}x |")
     return 0

@@ -43,6 +43,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 _FROM_PRESET = "from preset"
+# A linear head on frozen features learns from zero and needs a larger step than a whole
+# backbone initialised from a trained model.
+CRITIC_LR_DEFAULT = {"separate": 3e-5, "shared_backbone": 1e-4}
 
 
 class TrainConfig(BaseModel):
@@ -85,7 +88,9 @@ class TrainConfig(BaseModel):
 
     # --- optimisation ----------------------------------------------------------------------
     lr: float = Field(1e-5, gt=0, description="policy learning rate (a constraint: the supervisor may lower it)")
-    critic_lr: float = Field(3e-5, gt=0, description="critic learning rate")
+    critic_lr: float | None = Field(
+        None, gt=0, description="critic learning rate (null = 3e-5 for a separate critic, 1e-4 for a value head on the"
+                                " policy's backbone)")
     warmup_steps: int = Field(0, ge=0, description="linear lr warmup over the first N PPO steps (paper: 10% of steps)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay, policy and critic")
     kl_coef: float = Field(0.05, ge=0, description="KL penalty coefficient eta (a constraint; paper Fig. 7: 0.05)")
@@ -109,6 +114,12 @@ class TrainConfig(BaseModel):
     ptx_batch_size: int = Field(4, ge=1, description="ptx texts per optimizer step")
 
     # --- models ----------------------------------------------------------------------------
+    critic: Literal["separate", "shared_backbone"] = Field(
+        "separate",
+        description="separate: the critic is a second transformer backbone + value head (PPO-max; from the reward"
+                    " model when it is an HF classifier); shared_backbone: a value head on the policy's own final"
+                    " hidden states from the rollout pass, trained alone (no second backbone: about half the"
+                    " compute and memory, a weaker critic)")
     use_lora: bool = Field(False, description="train LoRA adapters (peft) instead of all weights, policy and critic")
     lora_r: int = Field(8, ge=1, description="LoRA rank")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha")
@@ -140,6 +151,8 @@ class TrainConfig(BaseModel):
         data = self.model_dump()
         for name in PRESETS[self.preset]:
             data[name] = self.flag(name)
+        if data["critic_lr"] is None:
+            data["critic_lr"] = CRITIC_LR_DEFAULT[self.critic]
         return TrainConfig(**data)
 
 

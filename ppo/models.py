@@ -3,10 +3,14 @@
 - policy: AutoModelForCausalLM from `cfg.model` (optionally wrapped with LoRA adapters).
 - reference: the same weights, frozen. With LoRA there is no second copy: the reference is
   the policy with its adapters disabled (`reference_logits` handles both).
-- critic: `ValueModel` = a transformer backbone + a linear value head. PPO-max starts it from
-  the reward model (backbone and score head) when the reward is an HF sequence-classification
-  model with the policy's tokenizer, else from the policy's backbone with a zero head
-  (values start at 0).
+- critic (`critic: separate`, PPO-max): `ValueModel` = a transformer backbone + a linear value
+  head. PPO-max starts it from the reward model (backbone and score head) when the reward is an
+  HF sequence-classification model with the policy's tokenizer, else from the policy's backbone
+  with a zero head (values start at 0).
+- critic (`critic: shared_backbone`): `ValueHead` = only the linear head, applied to the
+  policy's final hidden states captured during the rollout's scoring pass (detached: the value
+  loss never moves the policy, and the guardrails' lr knob stays the policy's alone). No
+  second backbone to run, train or checkpoint.
 
 All models run in eval mode (dropout off) during rollout *and* training: with dropout on, the
 old and new log-probabilities of the same tokens differ by noise and the PPO ratio is biased.
@@ -74,6 +78,21 @@ class ValueModel(nn.Module):
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         hidden = out.last_hidden_state
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+
+
+class ValueHead(nn.Module):
+    """Linear(hidden, 1) on features the policy already computed; starts at 0 like ValueModel's.
+    Kept in float32 whatever the policy dtype (it is tiny; bf16 values would quantise returns)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.value_head = nn.Linear(hidden_size, 1, bias=True)
+        with torch.no_grad():
+            self.value_head.weight.zero_()
+            self.value_head.bias.zero_()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.value_head(features.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
 
 def _same_vocab(a, b) -> bool:
@@ -144,9 +163,12 @@ def build_models(cfg, reward_hf_path: str | None):
     else:
         reference = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         reference.eval().requires_grad_(False)
-    critic, origin = build_critic(path, reward_hf_path, tokenizer, dtype, device)
-    if cfg.use_lora:
-        critic.backbone = apply_lora(critic.backbone, cfg, "FEATURE_EXTRACTION")
+    if cfg.critic == "shared_backbone":
+        critic, origin = ValueHead(policy.config.hidden_size).to(device), "a zero value head on the policy's backbone"
+    else:
+        critic, origin = build_critic(path, reward_hf_path, tokenizer, dtype, device)
+        if cfg.use_lora:
+            critic.backbone = apply_lora(critic.backbone, cfg, "FEATURE_EXTRACTION")
     policy.eval()
     critic.eval()
     log.info("critic initialised from %s", origin)

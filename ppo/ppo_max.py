@@ -186,8 +186,21 @@ def value_loss(
 
 
 def global_grad_norm(parameters) -> torch.Tensor:
-    """L2 norm of all gradients together (what clip_grad_norm_ reports), without clipping."""
-    grads = [p.grad.detach().double() for p in parameters if p.grad is not None]
+    """L2 norm of all gradients together (what clip_grad_norm_ reports), without clipping.
+    Per-tensor norms in one fused pass (no float64 copy of the gradients: that copy cost
+    ~0.2 s per optimizer step on a 135M model), combined in float64."""
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0, dtype=torch.float64)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    norms = torch._foreach_norm(grads) if all(g.device == grads[0].device for g in grads) else [
+        torch.linalg.vector_norm(g) for g in grads]
+    return torch.linalg.vector_norm(torch.stack([n.double() for n in norms]))
+
+
+def clip_gradients_to(parameters, max_norm: float, total_norm: torch.Tensor) -> None:
+    """Scale gradients so that their global norm is at most max_norm, reusing a norm already
+    computed (clip_grad_norm_ would compute it a second time)."""
+    scale = (max_norm / (float(total_norm) + 1e-6))
+    if scale < 1.0:
+        grads = [p.grad for p in parameters if p.grad is not None]
+        torch._foreach_mul_(grads, scale)

@@ -65,6 +65,8 @@ def encode_prompts(tokenizer, prompts: list[str], max_tokens: int, device,
 
 
 def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Logits with everything outside the nucleus set to -inf (the reference definition that
+    `draw_next_tokens` implements faster)."""
     if top_p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
@@ -73,6 +75,35 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     drop = (probs.cumsum(dim=-1) - probs) >= top_p
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+# Nucleus candidates tried before a full sort: the nucleus of a language model at top_p 0.9 is
+# almost always within the top few hundred tokens, and a top-k of that size costs ~1/7 of
+# sorting a 49k vocabulary (measured: 2 ms vs 14 ms for 8 rows), per generated token.
+_NUCLEUS_CANDIDATES = (256, 2048)
+
+
+def draw_next_tokens(logits: torch.Tensor, temperature: float, top_p: float,
+                     generator: torch.Generator) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature) restricted to the top-p nucleus:
+    the distribution of `_top_p_filter`, computed on the smallest top-k that holds every row's
+    nucleus (exact: a full sort only when no candidate size does)."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p >= 1.0:
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(logits.device)
+    vocab = probs.shape[-1]
+    for k in (*[k for k in _NUCLEUS_CANDIDATES if k < vocab], vocab):
+        if k == vocab:
+            top_probs, top_ids = torch.sort(probs, descending=True, dim=-1)
+            break
+        top_probs, top_ids = torch.topk(probs, k, dim=-1)
+        if bool((top_probs.sum(dim=-1) >= top_p).all()):
+            break
+    # Keep a token while the mass strictly before it is below top_p (at least the top token).
+    drop = (top_probs.cumsum(dim=-1) - top_probs) >= top_p
+    kept = top_probs.masked_fill(drop, 0.0)
+    choice = torch.multinomial(kept.to(generator.device), 1, generator=generator).to(logits.device)
+    return top_ids.gather(-1, choice).squeeze(-1)
 
 
 def _cache_kwarg(model) -> str:
@@ -92,15 +123,18 @@ def sample(model, prompt_ids, prompt_mask, *, max_new_tokens: int, temperature: 
     B = prompt_ids.shape[0]
     device = prompt_ids.device
     mask = prompt_mask.clone()
-    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True)
+    # The prefill needs the next-token logits of the last position only: skip the LM head on
+    # the rest of the prompt (a 49k-wide projection per position on small models).
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True,
+                **keep)
     past = _cache_of(out)
     cache_kwarg = _cache_kwarg(model)
     logits = out.logits[:, -1, :]
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     tokens: list[torch.Tensor] = []
     for t in range(max_new_tokens):
-        probs = torch.softmax(_top_p_filter(logits.float() / temperature, top_p), dim=-1)
-        next_tok = torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(device)
+        next_tok = draw_next_tokens(logits, temperature, top_p, generator)
         next_tok = torch.where(finished, torch.full_like(next_tok, pad_id), next_tok)
         tokens.append(next_tok)
         finished = finished | (next_tok == eos_id)
@@ -126,24 +160,38 @@ def _accepts(model, name: str) -> bool:
     return name in inspect.signature(type(base).forward).parameters
 
 
-def _response_logits(model, rollout: Rollout) -> torch.Tensor:
+def _response_logits(model, rollout: Rollout, capture_features: bool = False):
+    """Logits predicting each response token [B, R, V] (float32) and, if asked, the final hidden
+    states at the same positions [B, R, H] (the input of the LM head, captured by a hook so that
+    it works for any causal LM and through peft wrappers)."""
     ids, mask = rollout.full()
     R = rollout.response_ids.shape[1]
     # Only the last R+1 positions predict response tokens: skip the LM head on the prompt
     # (with a 49k vocabulary the head is a large share of the forward pass).
     extra = {"logits_to_keep": R + 1} if _accepts(model, "logits_to_keep") else {}
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), **extra).logits
-    return logits[:, -(R + 1):-1, :].float()
+    captured: list[torch.Tensor] = []
+    hook = None
+    if capture_features:
+        hook = model.get_output_embeddings().register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), **extra).logits
+    finally:
+        if hook is not None:
+            hook.remove()
+    features = captured[0][:, -(R + 1):-1, :].detach() if capture_features else None
+    return logits[:, -(R + 1):-1, :].float(), features
 
 
-def response_logprobs(model, rollout: Rollout, with_entropy: bool = False):
-    """log pi(y_t | context) for each response token [B, R] (with grad if enabled), and optionally
-    the entropy of each next-token distribution."""
-    logits = _response_logits(model, rollout)
+def response_logprobs(model, rollout: Rollout, with_entropy: bool = False, with_features: bool = False):
+    """log pi(y_t | context) for each response token [B, R] (with grad if enabled); with_entropy
+    adds the entropy of each next-token distribution, with_features the final hidden state at
+    each position (detached; what a shared-backbone value head reads). Returns logp alone when
+    neither is asked, else a tuple (logp, entropy or None, features or None)."""
+    logits, features = _response_logits(model, rollout, capture_features=with_features)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)
-    if with_entropy:
-        return logp, token_entropy(logits)
-    return logp
+    if not (with_entropy or with_features):
+        return logp
+    return logp, token_entropy(logits) if with_entropy else None, features
 
 
 def response_values(critic, rollout: Rollout) -> torch.Tensor:

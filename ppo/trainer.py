@@ -156,8 +156,13 @@ class PPOTrainer:
         return min(1.0, (self.step + 1) / self.cfg.warmup_steps)
 
     # ------------------------------------------------------------------ rollout
+    @property
+    def shared_critic(self) -> bool:
+        """The critic is a value head on the policy's features (no backbone of its own)."""
+        return self.cfg.critic == "shared_backbone"
+
     @torch.no_grad()
-    def _rollout(self, prompts: list[str], generator: torch.Generator):
+    def _rollout(self, prompts: list[str], generator: torch.Generator, with_values: bool = False):
         ids, mask = encode_prompts(self.tokenizer, prompts, self.cfg.max_prompt_tokens, self.device,
                                    self.cfg.chat_template)
         t0 = time.perf_counter()
@@ -166,7 +171,12 @@ class PPOTrainer:
                     generator=generator)
         self._timings["generate_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        logprobs, entropy = response_logprobs(self.policy, ro, with_entropy=True)
+        logprobs, entropy, features = response_logprobs(self.policy, ro, with_entropy=True,
+                                                        with_features=with_values and self.shared_critic)
+        values = None
+        if with_values:
+            values = self.critic(features) if self.shared_critic else response_values(self.critic, ro)
+            values = values * ro.response_mask
         ctx, ref_model = reference_context(self.policy, self.reference)
         with ctx:
             ref_logprobs = response_logprobs(ref_model, ro)
@@ -176,7 +186,7 @@ class PPOTrainer:
         # The scores live with the log-probs (token_rewards/GAE combine them); float32 whatever
         # the model dtype, so that normalization and the losses are not computed in bf16.
         scores_t = torch.tensor(scores, dtype=torch.float32, device=logprobs.device)
-        return ro, responses, scores_t, logprobs, ref_logprobs, entropy
+        return ro, responses, scores_t, logprobs, ref_logprobs, entropy, values, features
 
     def _rollout_metrics(self, ro, scores, logprobs, ref_logprobs, entropy) -> dict[str, float]:
         mask = ro.response_mask
@@ -204,10 +214,9 @@ class PPOTrainer:
         # 1. Rollout
         prompts = self.cursor.next_batch(cfg.batch_size)
         generator = step_generator(cfg.seed, self.step, self.rank)
-        ro, responses, scores, old_logprobs, ref_logprobs, entropy = self._rollout(prompts, generator)
+        ro, responses, scores, old_logprobs, ref_logprobs, entropy, old_values, features = self._rollout(
+            prompts, generator, with_values=True)
         mask = ro.response_mask
-        with torch.no_grad():
-            old_values = response_values(self.critic, ro) * mask
 
         # 2. Rewards: normalize + clip the score (PPO-max), per-token KL penalty
         shaped = scores.clone()
@@ -223,7 +232,7 @@ class PPOTrainer:
         # 4. Optimise
         critic_only = self.step < cfg.critic_pretrain_steps
         t_opt = time.perf_counter()
-        stats = self._optimise(ro, old_logprobs, old_values, advantages, returns, clip_range, critic_only)
+        stats = self._optimise(ro, old_logprobs, old_values, advantages, returns, clip_range, critic_only, features)
 
         # 5. Metrics
         seconds = time.perf_counter() - t0
@@ -245,7 +254,8 @@ class PPOTrainer:
             callback(self.step, m)
         return m
 
-    def _optimise(self, ro, old_logprobs, old_values, advantages, returns, clip_range, critic_only) -> dict:
+    def _optimise(self, ro, old_logprobs, old_values, advantages, returns, clip_range, critic_only,
+                  features=None) -> dict:
         cfg = self.cfg
         n = ro.response_ids.shape[0]
         shuffle = step_generator(cfg.seed, self.step, self.rank, salt=SHUFFLE_SALT)
@@ -281,8 +291,9 @@ class PPOTrainer:
                 acc["clipfrac"].append(float(clipfrac))
                 acc["approx_kl"].append(float(approx_kl))
 
-                # Critic: (clipped) value loss
-                values = response_values(self.critic, mb)
+                # Critic: (clipped) value loss. A shared-backbone head reads the rollout's features
+                # (the policy's hidden states when the values were estimated): no forward pass.
+                values = self.critic(features[idx]) if self.shared_critic else response_values(self.critic, mb)
                 v_loss = X.value_loss(values, old_values[idx], returns[idx], mb_mask, value_clip)
                 skipped += not self._apply(v_loss, self.critic_opt, self.critic_params, acc["critic_grad_norm"])
                 acc["value_loss"].append(v_loss.item())
@@ -305,7 +316,7 @@ class PPOTrainer:
             opt.zero_grad(set_to_none=True)
             return False
         if self.cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            X.clip_gradients_to(params, self.cfg.grad_clip, norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return True
@@ -332,7 +343,7 @@ class PPOTrainer:
         for i in range(0, len(self.eval_prompts), cfg.batch_size):
             prompts = self.eval_prompts[i:i + cfg.batch_size]
             g = step_generator(cfg.seed, i, 0, salt=EVAL_SALT)
-            ro, _, scores, logprobs, ref_logprobs, _ = self._rollout(prompts, g)
+            ro, _, scores, logprobs, ref_logprobs, *_ = self._rollout(prompts, g)
             mask = ro.response_mask
             all_scores += scores.tolist()
             kl_rows.append(((logprobs - ref_logprobs) * mask).sum(1) / mask.sum(1).clamp(min=1))
@@ -415,9 +426,10 @@ class PPOTrainer:
         manifest = verify_checkpoint(path)
         try:
             saved_cfg = read_json(path / "config.json")
-            for key in ("model", "use_lora", "prompts"):
-                if saved_cfg.get(key) != getattr(self.cfg, key):
-                    raise CheckpointError(path, f"was written with {key}={saved_cfg.get(key)!r}, this run has"
+            for key in ("model", "use_lora", "critic", "prompts"):
+                saved = saved_cfg.get(key, TrainConfig.model_fields[key].default)  # older checkpoints lack new keys
+                if saved != getattr(self.cfg, key):
+                    raise CheckpointError(path, f"was written with {key}={saved!r}, this run has"
                                                 f" {key}={getattr(self.cfg, key)!r}: resume with the same {key}")
             state = read_json(path / "trainer_state.json")
             load_trainable_state(self.policy, load_tensors(path / "policy.safetensors"), f"{path}/policy.safetensors")

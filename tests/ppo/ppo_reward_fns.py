@@ -28,3 +28,8 @@ def nan_on_listed_calls(prompts, responses):
     if _calls[0] in NAN_CALLS:
         return [float("nan")] * len(responses)
     return letter_e_fraction(prompts, responses)
+
+
+def one_plus_e_fraction(prompts, responses):
+    """letter_e_fraction shifted by 1: a mean far from the 0 a fresh value head predicts."""
+    return [1.0 + x for x in letter_e_fraction(prompts, responses)]

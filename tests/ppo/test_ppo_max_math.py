@@ -116,5 +116,23 @@ def test_global_grad_norm_equals_what_clip_grad_norm_reports():
     a = torch.nn.Parameter(torch.tensor([3.0]))
     b = torch.nn.Parameter(torch.tensor([[4.0, 12.0]]))
     (a.sum() * 1 + (b * b).sum() / 2).backward()  # grads: [1], [4, 12]
-    assert math.isclose(X.global_grad_norm([a, b]).item(), math.sqrt(1 + 16 + 144))
+    assert math.isclose(X.global_grad_norm([a, b]).item(), math.sqrt(1 + 16 + 144), rel_tol=1e-6)
     assert math.isclose(torch.nn.utils.clip_grad_norm_([a, b], 1.0).item(), math.sqrt(161), rel_tol=1e-6)
+
+
+def test_clipping_with_the_precomputed_norm_matches_clip_grad_norm():
+    def grads(seed):
+        torch.manual_seed(seed)
+        ps = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+        (sum((q ** 3).sum() for q in ps)).backward()
+        return ps
+
+    ours, theirs = grads(0), grads(0)
+    X.clip_gradients_to(ours, 1.0, X.global_grad_norm(ours))
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, b.grad)
+    small = grads(1)
+    before = [q.grad.clone() for q in small]
+    X.clip_gradients_to(small, 1e9, X.global_grad_norm(small))  # under the bound: untouched
+    assert all(torch.equal(a, q.grad) for a, q in zip(before, small))

@@ -6,7 +6,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ppo.rollout import _top_p_filter, encode_prompts, response_logprobs, sample, step_generator
+from ppo.rollout import (
+    _top_p_filter,
+    draw_next_tokens,
+    encode_prompts,
+    response_logprobs,
+    sample,
+    step_generator,
+)
 from tests.ppo.ppo_helpers import tiny_lm
 
 
@@ -17,6 +24,23 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     assert torch.isfinite(_top_p_filter(logits, 0.81)).sum() == 3
     assert torch.isfinite(_top_p_filter(logits, 0.1)).sum() == 1  # always at least the top token
     assert torch.equal(_top_p_filter(logits, 1.0), logits)
+
+
+@pytest.mark.parametrize("scale", [6.0, 0.01])  # peaked: the top-k shortcut; nearly flat: the full sort
+def test_fast_nucleus_sampling_draws_from_the_reference_distribution(scale):
+    torch.manual_seed(0)
+    vocab, n = 3000, 5000
+    row = torch.randn(vocab) * scale
+    want = torch.softmax(_top_p_filter(row[None], 0.9), dim=-1)[0]
+    draws = draw_next_tokens(row.expand(n, vocab).contiguous(), 1.0, 0.9, torch.Generator().manual_seed(1))
+    nucleus = set(want.nonzero().flatten().tolist())
+    assert set(draws.unique().tolist()) <= nucleus  # never a token outside the nucleus
+    if scale > 1:
+        assert len(nucleus) < 256
+        freq = torch.bincount(draws, minlength=vocab).double() / n
+        assert 0.5 * float((freq - want.double()).abs().sum()) < 0.06  # total variation: sampling noise only
+    else:
+        assert len(nucleus) > 2048 and len(draws.unique()) > 1500
 
 
 @pytest.fixture(scope="module")
