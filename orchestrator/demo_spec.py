@@ -2,16 +2,21 @@
 
 Trainer (bench/notes/ppo_bench.md, bench/notes/demo.md): preset vanilla (no reward
 normalisation or clipping, no grad clip), a high learning rate, temperature 1.0 and a small
-KL coefficient. With the sentiment reward, SmolLM2-135M then learns to repeat one upbeat
-sentence until the token cap within a few steps (KL up x3, distinct_2 0.9 -> 0.1).
-The KL coefficient starts small but NOT at zero: tightening multiplies it, and 0 x 4 = 0.
+KL coefficient. With the sentiment reward, SmolLM2-135M then learns to string upbeat words
+together ("a wonderful and safe and fun and fun and fun") within a few steps: KL 0 -> 2.4,
+distinct_2 0.96 -> 0.6-0.7 by step 12 (bench/notes/demo.md). The KL coefficient starts small
+but NOT at zero: tightening multiplies it, and 0 x 4 = 0. The critic is a value head on the
+policy's backbone: a step takes ~7 s here instead of ~10, a checkpoint 1.6 GB instead of 3.
 
 Monitors: the default detectors judge each metric against its own 40-step baseline and need
 30 steps of warm-up, longer than the whole demo. So the demo adds the guardrails a team
 sets for a short job: a KL budget and a diversity floor (critical, 2 steps of patience).
 
-Policies: a critical alert rolls back to the last healthy checkpoint before its onset and
-tightens: kl_coef x4, lr x0.5 (and clip_range x0.8). A rollback budget of 3 then halts.
+Policies: a critical alert rolls back to the last healthy checkpoint at least 2 steps before
+its onset and tightens: kl_coef x4, lr x0.5 (and clip_range x0.8). A rollback budget of 3 then
+halts. The 2-step margin matters at this learning rate: one update moves KL by ~0.5, so the
+checkpoint just before the onset already sits at the budget (measured: rolling back there
+took 3 rollbacks and used the whole budget; 2 steps back took one).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import copy
 
 DEMO_TRAINER: dict = {
     "preset": "vanilla",
+    "critic": "shared_backbone",  # see the module docstring
     "model": "bundled",
     "reward": "sentiment",
     "steps": 12,  # measured: completes healthy after 3 rollbacks (bench/notes/demo.md); more risks a 4th -> halt
@@ -60,7 +66,7 @@ DEMO_MONITORS: dict = {
 DEMO_POLICIES: dict = {
     "tighten": {"kl_coef": {"factor": 4.0, "min": 0.0, "max": 2.0},
                 "lr": {"factor": 0.5, "min": 1e-7, "max": 1.0}},
-    "rollback": {"budget": 3},
+    "rollback": {"budget": 3, "margin_steps": 2},  # see the module docstring
     "cooldown": {"steps": 4},
 }
 
@@ -71,13 +77,14 @@ DEMO_SUPERVISOR: dict = {
     "startup_timeout_s": 900.0,
     "sync_wait_s": 30.0,
     "tick_s": 0.1,
-    # Full fine-tuning checkpoints of SmolLM2 hold policy, critic and both AdamW states (~3 GB):
-    # keep few.
+    # Full fine-tuning checkpoints of SmolLM2 hold the policy, its AdamW state and the value
+    # head (1.6 GB): keep few, but 3 healthy ones so that the target 2 steps before an onset
+    # is still on disk.
     # A checkpoint is a rollback target after 1 step without a CRITICAL alert. Measured on SmolLM2
     # (bench/notes/demo.md): the KL bound fires at step 5 with onset 4, and an alert demotes every
     # checkpoint with step + confirm_steps >= its onset; with confirm_steps 2 and a checkpoint every
     # 2 steps that left no target and the run halted. Early warnings must not either.
-    "checkpoints": {"confirm_steps": 1, "keep_last": 2, "keep_healthy": 2, "suspect_min_severity": "critical"},
+    "checkpoints": {"confirm_steps": 1, "keep_last": 2, "keep_healthy": 3, "suspect_min_severity": "critical"},
 }
 
 
