@@ -302,6 +302,19 @@ class WorkerClient:
             raise OSError(f"supervisor answered {resp.status} to {path}: {payload[:200]!r}")
         return json.loads(payload or b"{}")
 
+    def _backing_off(self) -> bool:
+        """True while a recent failure says "do not pay a timeout again yet", unless
+        supervisor.json meanwhile names a new address (a restarted supervisor): that one is
+        tried at once, so a reattach does not leave the worker silent for the back-off."""
+        if self._clock() >= self._retry_at:
+            return False
+        old_url = self.url
+        self._rediscover()
+        if self.url != old_url:
+            self._retry_at = 0.0
+            return False
+        return True
+
     def _rediscover(self) -> None:
         """A restarted supervisor listens on a new port: read it from RUN/supervisor.json."""
         try:
@@ -317,8 +330,7 @@ class WorkerClient:
 
         `wait`: the supervisor waits up to `wait_s` (default RLGUARD_SYNC_WAIT_S) for the batch to
         be handled when it carries events, or always with `force_wait` (a follow-up)."""
-        now = self._clock()
-        if now < self._retry_at:
+        if self._backing_off():
             return False
         with self._send_lock:
             return self._sync_unlocked(wait=wait, status=status, _retried=False,
@@ -365,7 +377,7 @@ class WorkerClient:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop_heartbeat.wait(self._heartbeat_s):
-            if self._clock() < self._retry_at:
+            if self._backing_off():
                 continue
             body = {"attempt": self.attempt, "pid": os.getpid(), "step": self._last_step,
                     "progress_age_s": self._clock() - self._last_progress, "paused": self._paused}

@@ -93,6 +93,26 @@ def test_events_are_buffered_while_the_supervisor_is_away_and_delivered_to_its_n
     assert target.bodies[-1]["status"] == "completed"
 
 
+def test_a_new_supervisor_address_is_tried_at_once_not_after_the_back_off(tmp_path):
+    now = [0.0]
+    client = sdk.WorkerClient(tmp_path, url=f"http://127.0.0.1:{_free_port()}", token="tok", heartbeat_s=0,
+                              clock=lambda: now[0])
+    client.report(1, {"kl": 0.01})  # nobody listens: fails, backs off
+    failures = client.send_failures
+    assert failures >= 1
+    client.report(2, {"kl": 0.02})  # within the back-off, same address: not even tried
+    assert client.send_failures == failures
+    target = RecordingTarget()
+    server = _serve(target)
+    try:
+        (tmp_path / "supervisor.json").write_text(json.dumps({"url": server.url}))
+        client.report(3, {"kl": 0.03})  # still within the back-off, but a new address: sent now
+        assert [e["step"] for b in target.bodies for e in b["events"]] == [1, 2, 3]
+    finally:
+        client.close()
+        server.stop()
+
+
 def test_wrong_token_is_rejected_and_the_worker_keeps_going(tmp_path):
     target = RecordingTarget()
     server = _serve(target, token="right")
