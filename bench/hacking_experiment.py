@@ -15,10 +15,8 @@ first and last steps' samples go to `hacking_<preset>_samples.jsonl`, the settin
     .venv/bin/python bench/hacking_experiment.py --steps 30            # both runs, then the table
     .venv/bin/python bench/hacking_experiment.py --summarize           # table from saved fixtures
 
-CPU heavy: one step at batch 8 x 48 tokens is ~7 s on 16 cores, 30-200 s on 2 shared ones.
-`--max-seconds` stops a run early and keeps what it recorded. (`--device cuda` currently fails
-inside ppo/trainer.py: a CPU tensor meets CUDA ones; `_scores_follow_logprobs_device` fixes the
-first such place only.)
+CPU heavy: one SmolLM2 step at batch 8 x 32 tokens is ~10 s on an idle 2-core machine (separate
+critic). `--max-seconds` stops a run early and keeps what it recorded.
 """
 
 from __future__ import annotations
@@ -53,7 +51,6 @@ def run_one(preset: str, args: argparse.Namespace) -> None:
     overrides += args.set
     cfg = load_train_config(None, overrides)
     torch.set_num_threads(args.threads)
-    _scores_follow_logprobs_device()
     fixtures = Path(args.fixtures)
     fixtures.mkdir(parents=True, exist_ok=True)
     metrics_path = fixtures / f"hacking_{preset}.jsonl"
@@ -84,22 +81,6 @@ def run_one(preset: str, args: argparse.Namespace) -> None:
                 if out_of_time:
                     print(f"  {preset}: stopping after {step} steps (--max-seconds {args.max_seconds})", flush=True)
                     break
-
-
-def _scores_follow_logprobs_device() -> None:
-    """Work around ppo.trainer building the score tensor on the CPU (breaks device=cuda):
-    move it to the log-probs' device in the one place they meet. Reported to the trainer's owner."""
-    import ppo.ppo_max as X
-
-    if getattr(X.token_rewards, "_moves_scores", False):
-        return
-    original = X.token_rewards
-
-    def token_rewards(scores, logprobs, *a, **kw):
-        return original(scores.to(logprobs.device), logprobs, *a, **kw)
-
-    token_rewards._moves_scores = True
-    X.token_rewards = token_rewards
 
 
 # ----------------------------------------------------------------------------- summary

@@ -72,6 +72,17 @@ def test_vanilla_drift_into_incoherence_is_a_warning_not_healthy():
     assert any(a.code == "gibberish" and a.severity is Severity.WARNING for a in alerts)
 
 
+@pytest.mark.parametrize(("fixture", "by_step"), [("hacking_diverge_vanilla", 12), ("hacking_diverge_ppo_max", 22)])
+def test_divergence_into_random_tokens_is_critical_gibberish(fixture, by_step):
+    # lr 3e-4 on SmolLM2 (bench/notes/ppo_bench.md, session 2): entropy climbs to ~9.5 nats,
+    # perplexity to ~10^4, reward falls back to ~0. Both presets get there, ppo_max ~5 steps later.
+    _, alerts = _replay([event_from_dict(r) for r in _load(fixture)])
+    crit = _critical(alerts)
+    assert crit, f"{fixture}: the divergence raised no critical alert"
+    assert crit[0].code == "gibberish" and crit[0].step <= by_step
+    assert crit[0].onset_step < crit[0].step
+
+
 @pytest.mark.parametrize("healthy_steps", [4, 10, 20])
 def test_collapse_after_healthy_steps_is_detected_within_6_steps(healthy_steps):
     healthy = _load("hacking_ppo_max")[:healthy_steps]
