@@ -109,6 +109,9 @@ class TrainConfig(BaseModel):
     critic_pretrain_steps: int | None = Field(
         None, ge=0, description="first N steps update the critic only (policy frozen)")
     grad_clip: float | None = Field(None, gt=0, description="global gradient-norm clip (paper: 1.0); null = off")
+    advantage_normalize: bool = Field(
+        False, description="whiten advantages over each batch's response tokens (not in PPO-max or vanilla: the"
+                           " paper keeps reward-level normalization instead; OpenRLHF's default)")
     ptx_coef: float = Field(0.0, ge=0, description="weight of the pretraining LM loss mixed in (PPO-ptx); 0 = off")
     ptx_data: str | None = Field(None, description="text for the ptx loss: .txt (one per line) or .jsonl with 'text'")
     ptx_batch_size: int = Field(4, ge=1, description="ptx texts per optimizer step")

@@ -148,6 +148,16 @@ def gae_advantages(
     return advantages, returns
 
 
+def whiten_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(A - mean) / std over the response tokens of the batch (OpenRLHF's default; not in PPO-max,
+    which keeps the reward-level tricks instead). Removes a shared sign from the advantages: when
+    the per-token KL penalty makes nearly every token's return negative and the critic lags,
+    raw advantages push down every sampled token and the mass flows to unsampled ones."""
+    mean = masked_mean(advantages, mask)
+    var = masked_mean((advantages - mean) ** 2, mask)
+    return (advantages - mean) / (var.sqrt() + 1e-8) * mask
+
+
 # ---------------------------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@
 Besides the METRICS.md names, each step reports: `critic_pretraining` (1.0 while only the
 critic is trained; grad_norm is then 0.0 and the policy loss is evaluated, not applied),
 `critic_grad_norm`, `skipped_updates` (optimizer steps skipped on a non-finite gradient
-norm), `shaped_reward` (mean score after normalization/clipping), `ptx_loss` (with ptx),
+norm), `shaped_reward` (mean score after normalization/clipping), `advantage_mean` (mean GAE
+advantage over response tokens, before any whitening: persistently negative means the
+policy is being pushed off every token it samples), `ptx_loss` (with ptx),
 and the wall-time split `generate_seconds`, `score_seconds`, `optimise_seconds`.
 
 The constraints (kl_coef, clip_range, lr) can be changed between steps by a supervisor
@@ -228,6 +230,9 @@ class PPOTrainer:
 
         # 3. GAE
         advantages, returns = X.gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        advantage_mean = float(X.masked_mean(advantages, mask))
+        if cfg.advantage_normalize:
+            advantages = X.whiten_advantages(advantages, mask)
 
         # 4. Optimise
         critic_only = self.step < cfg.critic_pretrain_steps
@@ -241,6 +246,7 @@ class PPOTrainer:
         m.update({"lr": lr, "kl_coef": kl_coef, "clip_range": clip_range, "step_seconds": seconds,
                   "tokens_per_second": float(mask.sum()) / seconds if seconds > 0 else 0.0,
                   "critic_pretraining": 1.0 if critic_only else 0.0, "shaped_reward": float(shaped.mean()),
+                  "advantage_mean": advantage_mean,
                   "optimise_seconds": time.perf_counter() - t_opt, **self._timings})
         m = mean_over_ranks(m, self.device)
         # Steps are counted from 1: the event of step N describes the N-th iteration and the

@@ -136,3 +136,14 @@ def test_clipping_with_the_precomputed_norm_matches_clip_grad_norm():
     before = [q.grad.clone() for q in small]
     X.clip_gradients_to(small, 1e9, X.global_grad_norm(small))  # under the bound: untouched
     assert all(torch.equal(a, q.grad) for a, q in zip(before, small))
+
+
+def test_whitened_advantages_have_zero_mean_unit_std_on_response_tokens_and_zero_on_padding():
+    adv = torch.tensor([[-3.0, -2.0, -1.0], [-4.0, -2.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # the 9.0 is padding: ignored
+    out = X.whiten_advantages(adv, mask)
+    kept = out[mask.bool()]
+    assert abs(float(kept.mean())) < 1e-6 and abs(float(kept.pow(2).mean().sqrt()) - 1.0) < 1e-5
+    assert out[1, 2] == 0.0
+    # The order of the tokens is kept: whitening only shifts and scales.
+    assert torch.equal(kept.argsort(), adv[mask.bool()].argsort())
