@@ -22,6 +22,8 @@ Only ratios are used (scale-free: any reward units, KL convention or length cap)
   action-space witness (diversity down or pinned to the cap); uncertainty down with KL up alone is a
   warning. gibberish (perplexity AND entropy up by `early_perplexity_up_ratio` / `early_entropy_up_ratio`)
   is critical while reward falls, a warning ("drifting into incoherence") while it does not.
+  empty_answers is critical when response length falls below `empty_length_ratio` of its reference
+  (or to `empty_length_tokens`) while KL is up.
 Onset: per moved metric, the first step of the latest run of values already beyond the geometric
 midpoint between its reference and its current level; the earliest of those.
 """
@@ -139,6 +141,17 @@ def early_patterns(cfg: PatternConfig, step: int, tracks: dict[str, MetricTrack]
             found["pattern_collapse"] = (Severity.WARNING, kl.name, min(v.onset() for v in moved),
                                          ", ".join(v.describe() for v in moved),
                                          "early-life partial collapse pattern")
+
+    # Answers shrinking to almost nothing while KL climbs (the statistical empty_answers pattern,
+    # judged early): a policy that found that short answers pay. KL must corroborate, so that a
+    # healthy run learning to be concise (length down, KL flat) is left alone.
+    if length is not None and length.ref > 0 and kl_up:
+        short = (length.level <= cfg.empty_length_tokens and length.ref > 4 * cfg.empty_length_tokens) or (
+            length.level < cfg.empty_length_ratio * length.ref)
+        if short:
+            found["empty_answers"] = (Severity.CRITICAL, "response_length", min(length.onset(), kl.onset()),
+                                      f"{length.describe()}, {kl.describe()}",
+                                      "early-life empty/very short answers while KL climbs")
 
     # Two witnesses: per-step entropy of a small batch is noisy (x1.5 swings in healthy GRPO runs), so
     # entropy (or perplexity) alone is left to the statistical detectors once they are armed.

@@ -141,3 +141,13 @@ def test_state_round_trip_in_early_life_gives_identical_alerts():
     restored.load_state_dict(json.loads(json.dumps(first.state_dict())))
     _, rest = _replay(events[4:], restored)
     assert [a.to_dict() for a in rest] == [a.to_dict() for a in expected]
+
+
+def test_answers_shrinking_while_kl_climbs_is_critical_in_early_life():
+    # ppo_max + advantage whitening at lr 3e-4 on SmolLM2 (bench/notes/ppo_bench.md, session 2):
+    # response length 32 -> 16 by step 14, -> 5 by step 20, "awesome." for a whole answer, KL 0.3 -> 3.
+    # Before the early empty_answers check the first critical alert came at step 27.
+    _, alerts = _replay([event_from_dict(r) for r in _load("hacking_shrink_ppo_max_whitened")])
+    crit = _critical(alerts)
+    assert crit and crit[0].code == "empty_answers" and crit[0].metric == "response_length"
+    assert crit[0].step <= 22 and crit[0].onset_step <= 16
