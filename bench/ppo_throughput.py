@@ -275,12 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch % args.minibatch or args.batch // args.minibatch < 1:
         p.error("--minibatch must divide --batch")
     torch.set_num_threads(args.threads)
+    critics = [c.strip() for c in args.critics.split(",") if c.strip()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             path = model_path(name, root)
-            critics = [c.strip() for c in args.critics.split(",") if c.strip()]
             ours = {c: OursRunner(path, args, root / f"ours-{name}-{c}", critic=c) for c in critics}
             trl = TrlRunner(path, args, root / f"trl-{name}")
             steps = args.tiny_steps if name == "tiny" else args.steps
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| model | sampling alone: ours tokens/s | HF generate tokens/s | ratio |")
     print("|---|---|---|---|")
-    for r in rows[::len([c for c in args.critics.split(",") if c.strip()])]:
+    for r in rows[::len(critics)]:  # one sampler row per model
         sm = r["sampler"]
         print(f"| {r['model']} | {sm['ours_tps']:.1f} | {sm['hf_tps']:.1f} | {sm['ours_tps'] / sm['hf_tps']:.2f}x |")
     return 0

@@ -39,6 +39,13 @@ from monitors.track import MetricTrack, _median
 _MAD_TO_SIGMA = 1.4826
 
 
+def answers_too_short(level: float, ref: float, cfg: PatternConfig) -> bool:
+    """Response length collapsed: down to `empty_length_tokens` from a clearly longer reference, or
+    under `empty_length_ratio` of it (the empty_answers judgement, early and statistical alike)."""
+    return (level <= cfg.empty_length_tokens and ref > 4 * cfg.empty_length_tokens) or (
+        level < cfg.empty_length_ratio * ref)
+
+
 class EarlyView:
     """One metric in early life: reference, current level and the history behind them."""
 
@@ -146,9 +153,7 @@ def early_patterns(cfg: PatternConfig, step: int, tracks: dict[str, MetricTrack]
     # judged early): a policy that found that short answers pay. KL must corroborate, so that a
     # healthy run learning to be concise (length down, KL flat) is left alone.
     if length is not None and length.ref > 0 and kl_up:
-        short = (length.level <= cfg.empty_length_tokens and length.ref > 4 * cfg.empty_length_tokens) or (
-            length.level < cfg.empty_length_ratio * length.ref)
-        if short:
+        if answers_too_short(length.level, length.ref, cfg):
             found["empty_answers"] = (Severity.CRITICAL, "response_length", min(length.onset(), kl.onset()),
                                       f"{length.describe()}, {kl.describe()}",
                                       "early-life empty/very short answers while KL climbs")

@@ -31,7 +31,7 @@ from __future__ import annotations
 from monitors.alerts import Severity
 from monitors.config import PatternConfig
 from monitors.detectors import Detector, fmt
-from monitors.early import early_patterns
+from monitors.early import answers_too_short, early_patterns
 from monitors.track import MetricTrack
 
 DIVERSITY = ("perplexity", "entropy", "distinct_2")
@@ -102,9 +102,7 @@ class PatternDetector(Detector):
             ref = length.base_level
             if length.established_level == length.established_level:
                 ref = max(ref, length.established_level)
-            short = (length.level <= c.empty_length_tokens and ref > 4 * c.empty_length_tokens) or (
-                length.level < c.empty_length_ratio * ref)
-            if short:
+            if answers_too_short(length.level, ref, c):
                 found["empty_answers"] = (Severity.CRITICAL, "response_length", [length],
                                           f"empty/very short answers (reference length {fmt(ref)})")
 
