@@ -4,7 +4,9 @@ Responsibilities (one module each):
     spec.py          the run config (trainer / monitors / policies / supervisor sections), validated
     state.py         RunState (documented transitions), ExitCode, RunResult
     live.py          LiveRun: what the supervisor knows right now
-    supervisor.py    the loop: observe -> detect -> decide -> act -> record; restarts, liveness
+    supervisor.py    the loop: observe -> detect -> decide -> act -> record
+    liveness.py      frozen / hung / silent workers, deadlines (relaunch back-off, approvals, halts)
+    restarts.py      kill, back off, relaunch from a checkpoint; the one place the budget is spent
     acting.py        carrying out decisions (modes auto / advise / approve) and their outcomes
     operator.py      operator requests (pause, resume, rollback, relax, halt, approve), status
     recovery.py      `rlguard run --resume`: rebuild from the journal, reattach or relaunch

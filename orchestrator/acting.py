@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.commands import Ack, Command, CommandKind
 from orchestrator.launcher import WorkerProcess, describe_exit, tail
-from orchestrator.live import PendingApproval, SentCommand
+from orchestrator.live import PendingApproval, SentCommand, format_values
 from orchestrator.state import ExitCode, RunState
 from policies.decision import Action, Decision
 from policies.view import Health
@@ -66,7 +66,7 @@ def execute(sup: Supervisor, d: Decision, did: str) -> None:
             sup.outcome(d, did, "skipped", "constraints already at these values")
         elif live.worker is None or live.state is RunState.RESTARTING:
             live.constraints.update(changes)  # the relaunch passes them as overrides
-            sup.outcome(d, did, "done", f"recorded for the relaunch: {_fmt(changes)}")
+            sup.outcome(d, did, "done", f"recorded for the relaunch: {format_values(changes)}")
         else:
             sup.send(Command(CommandKind.SET_CONSTRAINTS, changes, decision_id=did), d)
     elif d.action is Action.ROLLBACK:
@@ -194,7 +194,7 @@ def on_command_outcome(sup: Supervisor, sent: SentCommand, ack: Ack) -> None:
             if d is not None:
                 sup.outcome(d, cmd.decision_id, "done", f"restored step {step} in-process as attempt {live.attempt}, "
                             f"skipped {cmd.params.get('skip_batches', 0)} batches, constraints "
-                            f"{_fmt(cmd.params.get('constraints') or {})}")
+                            f"{format_values(cmd.params.get('constraints') or {})}")
             sup.set_state(RunState.RUNNING, f"rolled back in-process to step {step} (attempt {live.attempt})")
             release_rollback_target(sup, step)  # after the outcome is journaled: pruning does disk I/O
             return
@@ -220,7 +220,7 @@ def on_command_outcome(sup: Supervisor, sent: SentCommand, ack: Ack) -> None:
         live.constraints.update(constraints)
         where = f"step {entry.step}" if entry is not None else "the start (no older healthy checkpoint)"
         sup.journal.note(f"worker could not load step {step} ({ack.detail}): relaunching from {where} with "
-                         f"constraints {_fmt(constraints)}", event="rollback_fallback",
+                         f"constraints {format_values(constraints)}", event="rollback_fallback",
                          decision_id=cmd.decision_id, resume_step=entry.step if entry is not None else None,
                          constraints=dict(constraints))
         resume = str(sup.registry.path_of(entry)) if entry is not None else ""  # "": from the start
@@ -237,7 +237,7 @@ def on_command_outcome(sup: Supervisor, sent: SentCommand, ack: Ack) -> None:
     if cmd.kind is CommandKind.SET_CONSTRAINTS and ack.ok:
         live.constraints.update(cmd.params)
     phase = "done" if ack.ok else "failed"
-    sup.outcome(d, cmd.decision_id, phase, f"{_fmt(cmd.params)} at step {ack.step}" if ack.ok else ack.detail)
+    sup.outcome(d, cmd.decision_id, phase, f"{format_values(cmd.params)} at step {ack.step}" if ack.ok else ack.detail)
 
 
 def on_worker_exit(sup: Supervisor, w: WorkerProcess, rc: int | None) -> None:
@@ -299,7 +299,7 @@ def carry_pending_constraints(sup: Supervisor, why: str) -> None:
             live.unacked.pop(cid, None)
             live.constraints.update(sent.command.params)
             sup.outcome(sent.decision, sent.command.decision_id, "done",
-                        f"recorded for the relaunch ({why}): {_fmt(sent.command.params)}")
+                        f"recorded for the relaunch ({why}): {format_values(sent.command.params)}")
     with live.lock:
         live.outbox = [c for c in live.outbox if c.kind is not CommandKind.SET_CONSTRAINTS or c.id in live.unacked]
 
@@ -339,7 +339,3 @@ def _status_file(sup: Supervisor, w: WorkerProcess) -> str | None:
     # pid: a plain worker; attempt: torchrun, whose rank 0 is a grandchild with another pid
     mine = doc.get("pid") == w.pid or int(doc.get("attempt") or -1) >= w.attempt
     return str(doc.get("status")) if mine else None
-
-
-def _fmt(params: dict) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())) or "-"

@@ -77,3 +77,8 @@ class LiveRun:
     @property
     def paused(self) -> bool:
         return self.operator_paused or self.approval is not None
+
+
+def format_values(values: dict) -> str:
+    """`a=1, b=0.5` for journal and decision texts (floats in %g), `-` when empty."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items())) or "-"

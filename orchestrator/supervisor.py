@@ -7,7 +7,7 @@
     record   journal (decided BEFORE acting, outcome after) and sinks
 
 All decisions happen on the loop thread; the HTTP and scheduler threads only post
-messages to `inbox`. The restart budget is spent in exactly one place (`_relaunch`).
+messages to `inbox`. The restart budget is spent in exactly one place (`restarts.relaunch`).
 Clock and sleep are injected. See RunState (orchestrator/state.py) for the transitions and
 ExitCode for what `rlguard run` returns.
 """
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitors.events import BadEvent, MetricEvent, event_from_dict
-from orchestrator import periodic
+from orchestrator import liveness, periodic, restarts
 from orchestrator.commands import CONSTRAINT_NAMES, Ack, Command, CommandKind
 from orchestrator.durable import SafeJournal, SafeRegistry
-from orchestrator.launcher import Launcher, WorkerProcess, describe_exit, tail
+from orchestrator.launcher import Launcher, WorkerProcess, describe_exit
 from orchestrator.live import LiveRun, PendingApproval, SentCommand
 from orchestrator.registry import RegistryError
 from orchestrator.run_files import RunFiles, read_supervisor_info
@@ -110,7 +110,7 @@ class Supervisor:
         try:
             if msg is not None:
                 self.handle(msg)
-            self._check_worker_exit()
+            liveness.check_worker_exit(self)
             self.check_timers()
             self._publish_status()
         except Exception as e:  # a supervisor bug must not end the training: log, count, go on
@@ -154,7 +154,7 @@ class Supervisor:
         else:
             self.live.initial_constraints = self._initial_constraints()
             self.live.constraints = self._starting_constraints()
-            self._launch(resume=None, reason="start")
+            restarts.launch(self, resume=None, reason="start")
 
     def _shutdown(self) -> None:
         if self._jobs is not None:
@@ -403,174 +403,20 @@ class Supervisor:
             self.sinks.on_checkpoint(a.step, "", "corrupt")
             self.live.note_alerts([a])
 
-    # ================================================================ liveness and timers
+    # ================================================================ liveness, timers, restarts
 
     def check_liveness(self) -> None:
-        live, now = self.live, self.clock()
-        w = live.worker
-        if w is None or live.state not in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED,
-                                           RunState.ROLLING_BACK):
-            return
-        with live.lock:
-            hb, progress, hb_paused = live.last_heartbeat, live.last_progress, live.heartbeat_paused
-        if hb is None:
-            if now - w.started > self.sc.startup_timeout_s:
-                self.restart(f"worker sent nothing within startup_timeout_s={self.sc.startup_timeout_s:g}")
-            return
-        if now - hb > self.sc.heartbeat_timeout_s:
-            self.restart(f"no heartbeat for {now - hb:.1f} s > heartbeat_timeout_s={self.sc.heartbeat_timeout_s:g} "
-                         "(frozen)")
-        elif progress is not None and not (live.paused or hb_paused) and now - progress > self.sc.step_timeout_s:
-            self.restart(f"no training progress for {now - progress:.1f} s > step_timeout_s="
-                         f"{self.sc.step_timeout_s:g} (hung)")
-        else:
-            for sent in list(live.unacked.values()):
-                if now - sent.sent_at > self.sc.command_timeout_s:
-                    self.restart(f"command {sent.command.kind.value} not applied within command_timeout_s="
-                                 f"{self.sc.command_timeout_s:g} (worker suspect)")
-                    break
-        stall = getattr(self.monitors, "check_stall", None)
-        if stall is not None and not live.paused:
-            for a in stall(self.wall()):
-                self.journal.alert(a)
-                self.sinks.on_alert(a)
-                live.note_alerts([a])
+        """Restart a worker that is silent, hung or ignoring commands (orchestrator/liveness.py)."""
+        liveness.check_liveness(self)
 
     def check_timers(self) -> None:
-        live, now = self.live, self.clock()
-        if live.state is RunState.RESTARTING and live.relaunch_at is not None and now >= live.relaunch_at:
-            self._relaunch()
-        if live.approval is not None and now >= live.approval.deadline:
-            from orchestrator.acting import answer_approval
-
-            approve = getattr(self.approval_cfg, "on_timeout", "deny") == "approve"
-            answer_approval(self, live.approval.decision_id, approve, by="timeout")
-        for did, (decision, deadline) in list(self.orphan_decisions.items()):
-            if now >= deadline or live.worker is None:
-                del self.orphan_decisions[did]
-                if decision.action is Action.ROLLBACK and decision.target_step is not None:
-                    from orchestrator.acting import release_rollback_target
-
-                    release_rollback_target(self, decision.target_step)
-                self.outcome(decision, did, "skipped", "abandoned: sent by a supervisor that died, and the worker "
-                             "never acknowledged it")
-        if live.halting is not None:
-            decision, did, deadline = live.halting
-            if live.worker is not None and not live.worker.poll()[0] and now >= deadline:
-                live.worker.stop(0.0, clock=self.clock, sleep=self.sleep)
-
-    def _check_worker_exit(self) -> None:
-        w = self.live.worker
-        if w is None:
-            return
-        exited, rc = w.poll()
-        if not exited:
-            return
-        while True:  # the worker's last words (final sync) may still be queued
-            try:
-                self.handle(self.inbox.get_nowait())
-            except queue.Empty:
-                break
-        if self.live.worker is not w:
-            return
-        self.live.worker = None
-        self._exited_worker = w
-        from orchestrator.acting import on_worker_exit
-
-        on_worker_exit(self, w, rc)
-
-    # ================================================================ restarts (budget spent in _relaunch only)
+        """Relaunch, approval, orphan-decision and halt deadlines (orchestrator/liveness.py)."""
+        liveness.check_timers(self)
 
     def restart(self, reason: str, *, resume: str | None = None, decision: tuple[Decision, str] | None = None,
                 skip_batches: int = 0) -> None:
-        """Kill the worker group; relaunch after the backoff from `resume` ("": from the start) or,
-        when None, the last healthy checkpoint. Constraints in force, including those of decisions
-        not yet applied, go to the relaunch."""
-        live = self.live
-        if live.halting is not None:  # a halt in progress wins: finish it instead of relaunching
-            w = live.worker
-            if w is not None:
-                w.stop(self.sc.stop_grace_s, clock=self.clock, sleep=self.sleep)
-                live.worker = None
-                from orchestrator.acting import on_worker_exit
-
-                on_worker_exit(self, w, w.poll()[1])
-            return
-        load = next((s for s in live.unacked.values() if s.command.kind is CommandKind.LOAD and s.decision), None)
-        if load is not None and decision is None:  # an in-process rollback was under way: finish it by relaunch
-            live.unacked.pop(load.command.id, None)
-            decision = (load.decision, load.command.decision_id)
-            resume = load.command.params["path"]
-            skip_batches = int(load.command.params.get("skip_batches", 0))
-            live.constraints.update(load.command.params.get("constraints") or {})
-        from orchestrator.acting import carry_pending_constraints
-
-        carry_pending_constraints(self, reason)
-        if live.worker is not None:
-            live.worker.stop(self.sc.stop_grace_s, clock=self.clock, sleep=self.sleep)
-            self._exited_worker, live.worker = live.worker, None
-        self.files.remove_partial_checkpoints()  # the worker group is gone: any temp dir is a torn save
-        log_tail = tail(self._exited_worker.log_path) if self._exited_worker else ""
-        if resume is None:
-            entry = self.registry.rollback_target(1 << 62)  # the last healthy one that verifies
-            self.report_corruptions()
-            resume = str(self.registry.path_of(entry)) if entry else None
-        self.journal.restart(reason, attempt=live.launch_attempt, resume=resume or None,
-                             restarts_left=live.restarts_left, constraints=dict(live.constraints),
-                             worker_log_tail=log_tail[-2000:])
-        self.sinks.on_restart(reason)
-        self._fail_unacked(f"worker restarted: {reason}")
-        if live.restarts_left <= 0:
-            self.set_state(RunState.FAILED, f"restart budget spent ({self.sc.max_restarts}); last: {reason}")
-            return
-        used = self.sc.max_restarts - live.restarts_left
-        delay = min(self.sc.restart_backoff_max_s,
-                    self.sc.restart_backoff_initial_s * self.sc.restart_backoff_factor ** used)
-        live.relaunch_at = self.clock() + delay
-        live.relaunch_resume = resume
-        live.relaunch_decision = decision
-        live.relaunch_skip = skip_batches
-        self.set_state(RunState.RESTARTING, f"{reason}; relaunch in {delay:.1f} s from {resume or 'the start'}")
-
-    def _relaunch(self) -> None:
-        live = self.live
-        live.restarts_left -= 1  # the one place the restart budget is spent
-        live.relaunch_at = None
-        try:
-            self._launch(resume=live.relaunch_resume, reason="restart", skip_batches=live.relaunch_skip)
-        except OSError as e:  # could not even start it (no memory for fork, disk full, ...): a failed attempt
-            self.restart(f"relaunch failed: {e}", resume=live.relaunch_resume, decision=live.relaunch_decision,
-                         skip_batches=live.relaunch_skip)
-            return
-        live.relaunch_skip = 0
-        if live.relaunch_decision is not None:
-            decision, did = live.relaunch_decision
-            live.relaunch_decision = None
-            live.rollbacks += 1
-            self.outcome(decision, did, "done", f"relaunched attempt {live.launch_attempt} from "
-                         f"{live.relaunch_resume or 'the start'} with constraints {_fmt(live.constraints)}")
-
-    def _launch(self, *, resume: str | None, reason: str, skip_batches: int = 0) -> None:
-        live = self.live
-        attempt = max(live.attempt, live.launch_attempt) + (1 if live.attempts_started else 0)
-        live.worker = self.launcher.start(attempt, resume=Path(resume) if resume else None,
-                                          constraints=self._constraint_overrides(), skip_batches=skip_batches,
-                                          all_constraints=dict(live.constraints) if live.attempts_started else None,
-                                          clock=self.clock)
-        live.launch_attempt = live.attempt = attempt
-        live.attempts_started += 1
-        live.step = None
-        live.worker_final_status = None
-        with live.lock:
-            live.last_heartbeat = live.last_progress = None
-            live.outbox = []
-        live.unacked.clear()
-        self.journal.note(f"launched worker attempt {attempt} ({reason})", event="launch", reason=reason, attempt=attempt,
-                          resume=resume or None, argv=live.worker.argv, pid=live.worker.pid,
-                          constraints=dict(live.constraints), skip_batches=skip_batches)
-        self.files.write_supervisor_info(self.url, self.port,
-                                         worker=live.worker.to_dict())
-        self.set_state(RunState.STARTING, f"launched attempt {attempt} ({reason})")
+        """Kill the worker group and schedule a relaunch (orchestrator/restarts.py)."""
+        restarts.restart(self, reason, resume=resume, decision=decision, skip_batches=skip_batches)
 
     # ================================================================ helpers
 
@@ -649,10 +495,6 @@ class Supervisor:
         snap = build_status(self)
         with self._status_lock:
             self._status = snap
-
-
-def _fmt(values: dict) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items())) or "-"
 
 
 def _pid() -> int:
