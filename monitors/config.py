@@ -188,6 +188,11 @@ class PatternConfig(_Strict):
     """...or at most this many tokens (an answer of EOS alone)."""
     gibberish_up_ratio: float = Field(1.5, gt=1)
     """Gibberish: entropy / ref_perplexity / perplexity above this multiple of baseline while reward falls."""
+    gibberish_extreme_ratio: float = Field(10.0, gt=1)
+    """Gibberish whatever the reward does: perplexity at this multiple of its baseline (early life: of its
+    early reference) with entropy up too. A reward model can score random tokens as neutral (VADER does:
+    a ppo_max_paper run at lr 2e-4 reached perplexity 16 -> 2,600, entropy 8 nats, reward flat), so
+    reward falling is not required once the policy is this uncertain."""
     negative_kl_factor: float = Field(2.0, gt=1)
     """Negative-KL explosion: KL below -(this x the established |KL| level)."""
     kl_runaway_ratio: float = Field(3.0, gt=1)

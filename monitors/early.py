@@ -21,7 +21,8 @@ Only ratios are used (scale-free: any reward units, KL convention or length cap)
   pattern_collapse is critical with KL up, reward not falling, uncertainty down AND a second
   action-space witness (diversity down or pinned to the cap); uncertainty down with KL up alone is a
   warning. gibberish (perplexity AND entropy up by `early_perplexity_up_ratio` / `early_entropy_up_ratio`)
-  is critical while reward falls, a warning ("drifting into incoherence") while it does not.
+  is critical while reward falls or once perplexity reaches `gibberish_extreme_ratio` of its reference,
+  a warning ("drifting into incoherence") otherwise.
   empty_answers is critical when response length falls below `empty_length_ratio` of its reference
   (or to `empty_length_tokens`) while KL is up.
 Onset: per moved metric, the first step of the latest run of values already beyond the geometric
@@ -162,10 +163,15 @@ def early_patterns(cfg: PatternConfig, step: int, tracks: dict[str, MetricTrack]
     # entropy (or perplexity) alone is left to the statistical detectors once they are armed.
     if (ppl is not None and ent is not None and ppl.ratio() >= cfg.early_perplexity_up_ratio
             and ent.ratio() >= cfg.early_entropy_up_ratio):
-        sev = Severity.CRITICAL if reward_falling else Severity.WARNING
+        extreme = ppl.ratio() >= cfg.gibberish_extreme_ratio
+        sev = Severity.CRITICAL if reward_falling or extreme else Severity.WARNING
         moved = uncertainty + ([reward] if reward_falling else [])
+        if reward_falling:
+            what = "gibberish: uncertainty exploding while reward falls"
+        elif extreme:
+            what = "gibberish: perplexity and entropy exploding (the reward does not see it)"
+        else:
+            what = "drifting into incoherence: perplexity and entropy far above their early level"
         found["gibberish"] = (sev, uncertainty[0].name, min(v.onset() for v in moved),
-                              ", ".join(v.describe() for v in moved),
-                              "gibberish: uncertainty exploding while reward falls" if reward_falling
-                              else "drifting into incoherence: perplexity and entropy far above their early level")
+                              ", ".join(v.describe() for v in moved), what)
     return found

@@ -14,7 +14,8 @@ Patterns (code: severity):
       truncated_fraction up) and perplexity / entropy / distinct_2 down -> critical;
       KL up with only one of the two action-space groups -> warning.
   empty_answers: response length collapses to ~nothing -> critical.
-  gibberish: entropy / ref_perplexity / perplexity exploding while reward falls -> critical.
+  gibberish: entropy / ref_perplexity / perplexity exploding while reward falls -> critical;
+      perplexity x`gibberish_extreme_ratio` with entropy up -> critical whatever the reward.
   negative_kl: KL far below zero relative to its established magnitude -> critical.
   kl_runaway: KL a large multiple of its baseline and still rising -> critical.
 
@@ -113,6 +114,11 @@ class PatternDetector(Detector):
             if exploding and len(exploding) >= min(2, len(present)):
                 found["gibberish"] = (Severity.CRITICAL, exploding[0].name, exploding + [reward],
                                       "gibberish: uncertainty exploding while reward falls")
+        else:  # a reward that reads random tokens as neutral: judged on the policy's own uncertainty
+            ppl, ent = _ready(tracks, "perplexity", step), _ready(tracks, "entropy", step)
+            if self._up(ppl, c.gibberish_extreme_ratio) and self._up(ent, c.gibberish_up_ratio):
+                found["gibberish"] = (Severity.CRITICAL, "perplexity", [ppl, ent],
+                                      "gibberish: perplexity and entropy exploding (the reward does not see it)")
 
         if kl is not None and kl.level < 0:
             ref = max(abs(kl.established_level) if kl.established_level == kl.established_level else 0.0,

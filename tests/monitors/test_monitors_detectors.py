@@ -136,6 +136,25 @@ def test_gibberish():
     assert "reward" in crit[0].message
 
 
+def _uncertainty_explodes(rows, factor: float):
+    for i, r in enumerate(rows):
+        g = ramp(i, 150, 15)
+        r["perplexity"] *= math.exp(math.log(factor) * g)
+        r["entropy"] *= 1 + 1.0 * g
+    return rows
+
+
+def test_gibberish_the_reward_does_not_see_is_critical_once_perplexity_explodes():
+    # A reward that scores random tokens as neutral (VADER) stays flat while the policy falls apart.
+    rows = _uncertainty_explodes(healthy_stream(200, seed=8, extra=("entropy",)), factor=30)
+    crit = critical(feed(MonitorStack(), events(rows)))
+    assert crit and crit[0].code == "gibberish" and 150 <= crit[0].step <= 165
+    assert "reward does not see it" in crit[0].message
+    # A perplexity rise short of gibberish_extreme_ratio with a flat reward is not critical.
+    milder = _uncertainty_explodes(healthy_stream(200, seed=8, extra=("entropy",)), factor=4)
+    assert [a for a in critical(feed(MonitorStack(), events(milder))) if a.code == "gibberish"] == []
+
+
 def test_negative_kl_explosion():
     rows = healthy_stream(200, seed=9)
     for i, r in enumerate(rows):
