@@ -5,8 +5,9 @@ YAML scalars: `--set lr=1e-6 --set use_lora=true`). Unknown keys and bad values 
 `ConfigError` with a one-line message naming the key and what is allowed; the CLI prints it
 and exits 2.
 
-Presets: `preset: ppo_max` (default) or `vanilla` sets the defaults of the trick flags
-(the fields listed in PRESETS); a flag given explicitly in the file or an override wins.
+Presets: `preset: ppo_max` (default), `ppo_max_paper` or `vanilla` sets the defaults of the
+trick flags (the fields listed in PRESETS); a flag given explicitly in the file or an override
+wins.
 """
 
 from __future__ import annotations
@@ -22,17 +23,27 @@ class ConfigError(ValueError):
     """Bad training config; the message is one line that names the key and the fix."""
 
 
-# The trick flags each preset sets (docs/PPO-MAX.md, Fig. 5 of the paper). "vanilla" is plain
-# PPO-clip with the KL penalty charged once per sequence (so a tightened kl_coef still acts).
+# The trick flags each preset sets (docs/PPO-MAX.md, Fig. 5 of the paper).
+# - "ppo_max_paper": the paper's list verbatim.
+# - "ppo_max" (default): that list plus advantage whitening. The paper drops whitening, but at
+#   the learning rates where guardrails matter (1e-4..2e-4 on SmolLM2, bench/notes/ppo_bench.md)
+#   the list alone drifts into high-entropy text on every seed measured: the per-token KL penalty
+#   makes most returns negative, the clipped critic lags, and advantages that share a negative
+#   sign push probability off every sampled token. Whitening removes the shared sign.
+# - "vanilla": plain PPO-clip, the KL penalty charged once per sequence (so a tightened kl_coef
+#   still acts).
+_PAPER_LIST: dict[str, Any] = {
+    "kl_penalty_per_token": True,
+    "reward_normalize": True,
+    "reward_clip": 0.3,
+    "value_clip_enabled": True,
+    "critic_pretrain_steps": 5,
+    "grad_clip": 1.0,
+    "advantage_normalize": False,
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    "ppo_max": {
-        "kl_penalty_per_token": True,
-        "reward_normalize": True,
-        "reward_clip": 0.3,
-        "value_clip_enabled": True,
-        "critic_pretrain_steps": 5,
-        "grad_clip": 1.0,
-    },
+    "ppo_max": {**_PAPER_LIST, "advantage_normalize": True},
+    "ppo_max_paper": _PAPER_LIST,
     "vanilla": {
         "kl_penalty_per_token": False,
         "reward_normalize": False,
@@ -40,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "value_clip_enabled": False,
         "critic_pretrain_steps": 0,
         "grad_clip": None,
+        "advantage_normalize": False,
     },
 }
 _FROM_PRESET = "from preset"
@@ -54,8 +66,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # --- what to train -------------------------------------------------------------------
-    preset: Literal["ppo_max", "vanilla"] = Field(
-        "ppo_max", description="sets the defaults of the trick flags: ppo_max (paper's PPO-max) or vanilla PPO-clip")
+    preset: Literal["ppo_max", "ppo_max_paper", "vanilla"] = Field(
+        "ppo_max", description="sets the defaults of the trick flags: ppo_max (the paper's PPO-max list plus"
+                               " advantage whitening), ppo_max_paper (the list verbatim) or vanilla PPO-clip")
     model: str = Field(
         "bundled", description="policy: HF model id or local directory; 'bundled' = the shipped SmolLM2-135M")
     reward: str = Field(
@@ -109,9 +122,9 @@ class TrainConfig(BaseModel):
     critic_pretrain_steps: int | None = Field(
         None, ge=0, description="first N steps update the critic only (policy frozen)")
     grad_clip: float | None = Field(None, gt=0, description="global gradient-norm clip (paper: 1.0); null = off")
-    advantage_normalize: bool = Field(
-        False, description="whiten advantages over each batch's response tokens (not in PPO-max or vanilla: the"
-                           " paper keeps reward-level normalization instead; OpenRLHF's default)")
+    advantage_normalize: bool | None = Field(
+        None, description="whiten advantages over each batch's response tokens (OpenRLHF's default; on in ppo_max,"
+                          " off in ppo_max_paper: the paper keeps only reward-level normalization)")
     ptx_coef: float = Field(0.0, ge=0, description="weight of the pretraining LM loss mixed in (PPO-ptx); 0 = off")
     ptx_data: str | None = Field(None, description="text for the ptx loss: .txt (one per line) or .jsonl with 'text'")
     ptx_batch_size: int = Field(4, ge=1, description="ptx texts per optimizer step")

@@ -29,7 +29,9 @@ def test_tiny_ppo_collapse_is_rolled_back_tightened_and_completes(tmp_path, monk
     monitors = dict(QUIET_MONITORS)
     monitors["bounds"] = {"rules": [{"metric": "kl", "upper": 0.1, "patience_steps": 2, "severity": "critical"}]}
     raw = {
+        # The paper's list without advantage whitening: the exploit must produce a collapse to catch.
         "trainer": {"model": str(model), "reward": "tests.orchestrator.collapse_reward:exploitable",
+                    "preset": "ppo_max_paper",
                     "batch_size": 4, "minibatch_size": 2, "max_new_tokens": 16, "torch_threads": 1,
                     "eval_every": 0, "checkpoint_every": 4, "device": "cpu", "lr": 1e-3, "steps": 32},
         "monitors": monitors,

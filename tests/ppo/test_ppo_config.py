@@ -12,7 +12,14 @@ def test_presets_set_flag_defaults_and_explicit_values_win(tmp_path):
     assert cfg.grad_clip == 1.0 and cfg.value_clip_enabled and cfg.reward_clip == PRESETS["ppo_max"]["reward_clip"]
     van = load_train_config(None, ["preset=vanilla"]).resolved()
     assert not van.kl_penalty_per_token and not van.reward_normalize and van.grad_clip is None
-    assert van.critic_pretrain_steps == 0 and van.reward_clip is None
+    assert van.critic_pretrain_steps == 0 and van.reward_clip is None and not van.advantage_normalize
+    # ppo_max is the paper's list plus advantage whitening; ppo_max_paper is the list verbatim.
+    paper = load_train_config(None, ["preset=ppo_max_paper"]).resolved()
+    assert cfg.advantage_normalize is True and paper.advantage_normalize is False
+    for name in PRESETS["ppo_max_paper"]:
+        if name != "advantage_normalize":
+            assert getattr(paper, name) == getattr(cfg, name), name
+    assert load_train_config(None, ["advantage_normalize=false"]).resolved().advantage_normalize is False
     path = tmp_path / "c.yaml"
     path.write_text("preset: ppo_max\nreward_clip: null\ngrad_clip: 0.5\nsteps: 7\n")
     cfg = load_train_config(path, ["lr=1e-6", "use_lora=true"]).resolved()
@@ -24,7 +31,7 @@ def test_presets_set_flag_defaults_and_explicit_values_win(tmp_path):
     (["lr_typo=1"], ["unknown config key 'lr_typo'", "allowed keys", "lr"]),
     (["lr=-1"], ["lr=", "greater than 0"]),
     (["steps=many"], ["steps=", "integer"]),
-    (["preset=maxi"], ["preset", "ppo_max", "vanilla"]),
+    (["preset=maxi"], ["preset", "ppo_max", "ppo_max_paper", "vanilla"]),
     (["batch_size=6", "minibatch_size=4"], ["minibatch_size=4 must divide batch_size=6"]),
     (["ptx_coef=0.5"], ["ptx_data"]),
     (["noequals"], ["not key=value"]),

@@ -130,9 +130,10 @@ def test_chat_template_on_a_tokenizer_without_one_is_a_config_error(lm):
 
 
 def test_advantage_whitening_is_a_flag_and_the_raw_advantage_mean_is_reported(lm):
-    plain = PPOTrainer(load_train_config(None, fast_overrides(lm, critic_pretrain_steps=0))).train_step()
-    white = PPOTrainer(load_train_config(None, fast_overrides(lm, critic_pretrain_steps=0,
-                                                             advantage_normalize=True))).train_step()
+    # ppo_max whitens by default; ppo_max_paper (the paper's list) does not.
+    plain = PPOTrainer(load_train_config(None, fast_overrides(lm, critic_pretrain_steps=0,
+                                                             preset="ppo_max_paper"))).train_step()
+    white = PPOTrainer(load_train_config(None, fast_overrides(lm, critic_pretrain_steps=0))).train_step()
     # Same seed, same rollout: the raw advantages agree; the update differs.
     assert math.isfinite(plain["advantage_mean"]) and plain["advantage_mean"] == white["advantage_mean"]
     assert plain["kl"] == white["kl"] and plain["policy_loss"] != white["policy_loss"]
