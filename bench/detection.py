@@ -281,8 +281,8 @@ def main(argv=None) -> int:
     # real traces
     sd = shared_dir()
     traces = sorted((sd / "data" / "real-traces").glob("*[0-9].jsonl")) if sd else []
-    fixtures = [REPO / "bench" / "fixtures" / n
-                for n in ("hacking_vanilla_collapse.jsonl", "hacking_vanilla.jsonl", "hacking_ppo_max.jsonl")]
+    # Every recorded SmolLM2 run (bench/hacking_experiment.py); the samples files are not metric streams.
+    fixtures = sorted(f for f in (REPO / "bench" / "fixtures").glob("hacking_*.jsonl") if not f.stem.endswith("_samples"))
     real_rows = [(t, "benign") for t in traces] + [(f, "recorded PPO") for f in fixtures if f.is_file()]
     if real_rows:
         print("### Real traces\n")

@@ -83,6 +83,29 @@ def test_divergence_into_random_tokens_is_critical_gibberish(fixture, by_step):
     assert crit[0].onset_step < crit[0].step
 
 
+def test_divergence_the_reward_does_not_see_is_critical_gibberish():
+    # ppo_max_paper at lr 2e-4 (bench/notes/ppo_bench.md): perplexity 16 -> 2,600 and entropy 3.4 -> 8 nats
+    # by step 29 while the VADER reward stays flat (~0.1-0.3: random tokens read as neutral). Before
+    # gibberish_extreme_ratio this run raised only warnings.
+    events = _load("hacking_lr2e-4_ppo_max_paper_s0")
+    _, alerts = _replay([event_from_dict(r) for r in events])
+    crit = _critical(alerts)
+    assert crit and crit[0].code == "gibberish" and crit[0].step <= 24
+    assert "reward does not see it" in crit[0].message
+    rewards = [e["metrics"]["reward"] for e in events]
+    assert max(rewards[crit[0].step - 5:crit[0].step]) > min(rewards[:5])  # the reward did not fall
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_max_at_lr_2e4_stays_bounded_and_is_not_critical(seed):
+    # ppo_max (the paper's list + advantage whitening) at the learning rate where vanilla and the paper's
+    # list turn to random tokens: no divergence, and the monitors do not call it critical.
+    events = _load(f"hacking_lr2e-4_ppo_max_s{seed}")
+    assert len(events) == 40 and max(e["metrics"]["perplexity"] for e in events) < 40
+    _, alerts = _replay([event_from_dict(r) for r in events])
+    assert _critical(alerts) == []
+
+
 @pytest.mark.parametrize("healthy_steps", [4, 10, 20])
 def test_collapse_after_healthy_steps_is_detected_within_6_steps(healthy_steps):
     healthy = _load("hacking_ppo_max")[:healthy_steps]
