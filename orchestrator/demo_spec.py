@@ -28,7 +28,7 @@ DEMO_TRAINER: dict = {
     "critic": "shared_backbone",  # see the module docstring
     "model": "bundled",
     "reward": "sentiment",
-    "steps": 12,  # measured: completes healthy after 3 rollbacks (bench/notes/demo.md); more risks a 4th -> halt
+    "steps": 12,  # measured: one rollback, then completes healthy (bench/notes/demo.md); budget 3
     "seed": 0,
     "batch_size": 8,
     "minibatch_size": 4,
@@ -81,9 +81,10 @@ DEMO_SUPERVISOR: dict = {
     # head (1.6 GB): keep few, but 3 healthy ones so that the target 2 steps before an onset
     # is still on disk.
     # A checkpoint is a rollback target after 1 step without a CRITICAL alert. Measured on SmolLM2
-    # (bench/notes/demo.md): the KL bound fires at step 5 with onset 4, and an alert demotes every
-    # checkpoint with step + confirm_steps >= its onset; with confirm_steps 2 and a checkpoint every
-    # 2 steps that left no target and the run halted. Early warnings must not either.
+    # (bench/notes/demo.md, an earlier configuration): the KL bound fired at step 5 with onset 4,
+    # and an alert demotes every checkpoint with step + confirm_steps >= its onset; with
+    # confirm_steps 2 and a checkpoint every 2 steps that left no target and the run halted.
+    # Early warnings must not either.
     "checkpoints": {"confirm_steps": 1, "keep_last": 2, "keep_healthy": 3, "suspect_min_severity": "critical"},
 }
 

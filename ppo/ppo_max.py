@@ -149,10 +149,11 @@ def gae_advantages(
 
 
 def whiten_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(A - mean) / std over the response tokens of the batch (OpenRLHF's default; not in PPO-max,
-    which keeps the reward-level tricks instead). Removes a shared sign from the advantages: when
-    the per-token KL penalty makes nearly every token's return negative and the critic lags,
-    raw advantages push down every sampled token and the mass flows to unsampled ones."""
+    """(A - mean) / std over the response tokens of the batch (OpenRLHF's default; the paper's
+    PPO-max list leaves it out, rlguard's `ppo_max` preset adds it: docs/PPO-MAX.md). Removes a
+    shared sign from the advantages: when the per-token KL penalty makes nearly every token's
+    return negative and the critic lags, raw advantages push down every sampled token and the
+    mass flows to unsampled ones."""
     mean = masked_mean(advantages, mask)
     var = masked_mean((advantages - mean) ** 2, mask)
     return (advantages - mean) / (var.sqrt() + 1e-8) * mask
