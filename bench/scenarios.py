@@ -173,17 +173,19 @@ def make_scenario(family: str, seed: int, n_steps: int = 600) -> Scenario:
     entropy = np.log(ppl) * np.exp(nz(0.03))
     reward = reward * units + offset * units
     kl_out = kl * length if kl_summed else kl
+    # docs/METRICS.md: `kl` is nats per token; the summed convention (trl's old objective/kl) is `kl_seq`.
+    kl_name = "kl_seq" if kl_summed else "kl"
 
-    present = {"reward", "kl", "perplexity", "response_length"}
+    present = {"reward", kl_name, "perplexity", "response_length"}
     for opt in ("entropy", "distinct_2", "truncated_fraction", "ref_perplexity"):
         if rng.random() < 0.5:
             present.add(opt)
-    cols = {"reward": reward, "kl": kl_out, "perplexity": ppl, "response_length": length,
+    cols = {"reward": reward, kl_name: kl_out, "perplexity": ppl, "response_length": length,
             "entropy": entropy, "distinct_2": distinct, "truncated_fraction": trunc, "ref_perplexity": ref_ppl}
     nan_at = None
     if family == "nan":
         nan_at = onset
-        notes["nan_metric"] = str(rng.choice(["reward", "kl", "perplexity"]))
+        notes["nan_metric"] = str(rng.choice(["reward", kl_name, "perplexity"]))
     events = []
     t0 = 1.7e9
     for i in range(n_steps):

@@ -227,6 +227,65 @@ class PatternConfig(_Strict):
     fraction of |reference|."""
 
 
+class RegimeConfig(_Strict):
+    """The failure classes of real trainers' logs (monitors/regimes.py), judged from the 4th logged point
+    on whatever metrics are present. Counts are LOGGED POINTS: a run logging every 10 steps is judged as
+    fast, in points, as one logging every step."""
+
+    enabled: bool = True
+    """Turn the regime detector on or off."""
+    min_points: int = Field(4, ge=2)
+    """Values of a metric in the run before its regimes are judged."""
+    reference_points: int = Field(3, ge=1)
+    """The reference is the median of at least the first this-many values..."""
+    reference_lag_points: int = Field(8, ge=0)
+    """...and, later, of the recent history except its last this-many values (a change starting now does not
+    contaminate the level it is judged against)."""
+    reward_fall_fraction: float = Field(0.2, gt=0)
+    """Reward counts as falling (a witness) below its reference by the larger of 2 spreads and this fraction
+    of |reference|; rising, likewise above it."""
+    kl_up_ratio: float = Field(3.0, gt=1)
+    """KL counts as up (a witness) at this multiple of its reference, floored by its spread."""
+    length_up_ratio: float = Field(1.3, gt=1)
+    """Response length counts as toward the cap (a witness) at this multiple of its reference."""
+    entropy_up_ratio: float = Field(3.0, gt=1)
+    """random_tokens: entropy at this multiple of its reference, with a witness..."""
+    entropy_extreme_ratio: float = Field(6.0, gt=1)
+    """...or at this multiple alone."""
+    entropy_min_rise_nats: float = Field(1.0, gt=0)
+    """random_tokens: entropy must also have risen by this many nats per token (entropy is nats in every
+    trainer; a rise from 0.02 to 0.2 is many-fold and means nothing)."""
+    perplexity_up_ratio: float = Field(2.5, gt=1)
+    """Perplexity counts as up (a random_tokens witness) at this multiple of its reference."""
+    entropy_down_ratio: float = Field(0.5, gt=0, lt=1)
+    """Entropy counts as down (a length_collapse witness) at or below this multiple of its reference."""
+    length_collapse_ratio: float = Field(0.25, gt=0, lt=1)
+    """length_collapse: response length at or below this multiple of its reference, with a witness..."""
+    length_collapse_extreme_ratio: float = Field(0.1, gt=0, lt=1)
+    """...or at or below this multiple alone (a 10x shrink between logged points)."""
+    pinned_fraction: float = Field(0.95, gt=0, le=1)
+    """pinned_at_cap: truncated_fraction at or above this..."""
+    pinned_reference_max: float = Field(0.5, gt=0, le=1)
+    """...from a reference below this (a run that truncates most answers from the start is that run's normal)..."""
+    pinned_points: int = Field(2, ge=1)
+    """...for this many logged points, while reward does not rise."""
+    reward_collapse_fraction: float = Field(0.7, gt=0)
+    """reward_collapse: reward below its reference by this fraction of |reference|..."""
+    reward_collapse_sigmas: float = Field(4.0, ge=0)
+    """...and by this many of its spreads..."""
+    reward_collapse_points: int = Field(2, ge=1)
+    """...for this many logged points; where action-space metrics are logged, one of them must have moved too..."""
+    action_still_ratio: float = Field(0.5, gt=0, lt=1)
+    """...outside [this, 1/this] of its reference (a halving or doubling of entropy, length, KL or perplexity)."""
+    kl_explosion_nats: float = Field(1.0, gt=0)
+    """kl_explosion: per-token KL (`kl`) at or above this many nats..."""
+    kl_explosion_ratio: float = Field(10.0, gt=1)
+    """...and at this multiple of its reference (floored by its spread)..."""
+    kl_explosion_points: int = Field(1, ge=1)
+    """...for this many logged points (still rising, when more than one). The level is already the median of
+    the last three values, so one spike never reaches it."""
+
+
 class EvalShapeConfig(_Strict):
     enabled: bool = True
     """Paper Appendix A: the held-out eval reward distribution turning long-tailed."""
@@ -276,6 +335,8 @@ class MonitorConfig(_Strict):
     """Slow drift beyond a budget."""
     patterns: PatternConfig = Field(default_factory=PatternConfig)
     """Compound failure patterns (the critical ones)."""
+    regimes: RegimeConfig = Field(default_factory=RegimeConfig)
+    """Failure classes of real trainers' logs, from the 4th logged point, on any metric subset."""
     eval_shape: EvalShapeConfig = Field(default_factory=EvalShapeConfig)
     """Held-out eval reward distribution shape."""
     stall: StallConfig = Field(default_factory=StallConfig)

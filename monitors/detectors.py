@@ -30,9 +30,20 @@ class Detector:
     """Base: a name (the config key), an incident book, and state persistence."""
 
     name = "detector"
+    # True: judges the values of the record it is given (the stack gives a step's later records only their
+    # new values). False: judges the shared tracks (it may be called again within a step when a later
+    # record of that step moved a track: streaks must count each step once, see `_new_point`).
+    per_value = False
 
     def __init__(self, rearm_steps: int):
         self.incidents = Incidents(rearm_steps)
+        self.counted_step = -1
+
+    def _new_point(self, step: int) -> bool:
+        """True the first time this detector is called for `step` (a logged point to count once)."""
+        fresh = step != self.counted_step
+        self.counted_step = step
+        return fresh
 
     def update(self, step: int, values: dict, tracks: dict[str, MetricTrack]) -> list[Alert]:
         raise NotImplementedError
@@ -40,12 +51,14 @@ class Detector:
     def new_segment(self) -> None:
         """A rollback: open incidents belong to the abandoned branch."""
         self.incidents.clear()
+        self.counted_step = -1
 
     def state_dict(self) -> dict:
-        return {"incidents": self.incidents.state_dict()}
+        return {"incidents": self.incidents.state_dict(), "counted_step": self.counted_step}
 
     def load_state_dict(self, d: dict) -> None:
         self.incidents.load_state_dict(d.get("incidents", {}))
+        self.counted_step = int(d.get("counted_step", -1))
 
     def _alert(self, code: str, metric: str, step: int, severity: Severity, onset: int, message: str) -> Alert:
         return Alert(code=code, detector=self.name, metric=metric, step=step, severity=severity,
@@ -56,6 +69,7 @@ class NonFiniteDetector(Detector):
     """NaN or +-Infinity: critical at once (NaN hidden by log filtering is a known trl failure)."""
 
     name = "non_finite"
+    per_value = True
 
     def __init__(self, cfg: NonFiniteConfig, rearm_steps: int):
         super().__init__(rearm_steps)
@@ -79,6 +93,7 @@ class BoundsDetector(Detector):
     """Fixed bounds with patience (truncated_fraction, a user's KL budget, ...)."""
 
     name = "bounds"
+    per_value = True
 
     def __init__(self, cfg: BoundsConfig, rearm_steps: int):
         super().__init__(rearm_steps)
@@ -217,6 +232,7 @@ class DriftDetector(Detector):
 
     def update(self, step, values, tracks):
         out = []
+        new_point = self._new_point(step)
         for i, rule in enumerate(self.rules):
             t = tracks.get(rule.metric)
             if t is None or t.last_step != step or not t.ready or t.established_level != t.established_level:
@@ -228,6 +244,8 @@ class DriftDetector(Detector):
             beyond = (rule.max_ratio is not None and ratio > rule.max_ratio) or (
                 rule.min_ratio is not None and ratio < rule.min_ratio)
             key = rule.metric
+            if not new_point:  # this step was judged already; a later record only re-reads it
+                continue
             if not beyond:
                 self.streak[i] = 0
                 self.incidents.quiet(key)

@@ -52,11 +52,11 @@ class EarlyView:
 
     __slots__ = ("track", "name", "ref", "spread", "level", "steps", "values")
 
-    def __init__(self, track: MetricTrack, cfg: PatternConfig):
+    def __init__(self, track: MetricTrack, reference_points: int, lag_points: int):
         self.track = track
         self.name = track.name
         steps, values = track.early_history()
-        n_ref = max(cfg.early_reference_steps, len(values) - cfg.early_lag_steps)
+        n_ref = max(reference_points, len(values) - lag_points)
         ref_values = sorted(values[:n_ref])
         self.ref = _median(ref_values)
         self.spread = _MAD_TO_SIGMA * _median(sorted(abs(v - self.ref) for v in ref_values))
@@ -106,7 +106,7 @@ def _view(tracks: dict[str, MetricTrack], name: str, step: int, cfg: PatternConf
     need = cfg.early_min_steps if t.carried == 0 else t.cfg.recent_window_steps
     if t.n_seg < need or len(t.hist) < max(cfg.early_min_steps, cfg.early_reference_steps):
         return None
-    return EarlyView(t, cfg)
+    return EarlyView(t, cfg.early_reference_steps, cfg.early_lag_steps)
 
 
 def early_patterns(cfg: PatternConfig, step: int, tracks: dict[str, MetricTrack]) -> dict[str, tuple]:

@@ -45,6 +45,20 @@ class MetricEvent:
         return json.dumps(self.to_dict(), allow_nan=True)
 
 
+def starts_segment(last_step: int | None, last_attempt: int | None, ev: MetricEvent) -> bool:
+    """Whether `ev` starts a new segment (a rollback or restart) after the event at `last_step`.
+
+    A lower step does, and so does a higher `attempt` (a rollback to the step just before the last one
+    logs that same step number again). An equal step of the same attempt does NOT: trainers write one
+    step as several records (transformers' train and eval records, or a line logged twice), and those
+    are merged into one step."""
+    if last_step is None:
+        return False
+    if ev.step < last_step:
+        return True
+    return ev.attempt is not None and ev.attempt > (last_attempt or 0)
+
+
 def _number(name: str, v, lineno: int) -> float | None:
     if v is None:
         return None

@@ -135,6 +135,9 @@ class PatternDetector(Detector):
             found["kl_runaway"] = (Severity.CRITICAL, kl.name, [kl],
                                    f"KL runaway (established level {fmt(kl.established_level)})")
 
+        # A later record of a step already judged (one step split over records) re-judges it with the
+        # tracks it moved, but streaks and quiet steps count each step once.
+        new_point = self._new_point(step)
         early: dict[str, tuple] = {}
         if c.early_enabled:
             early = {code: hit for code, hit in early_patterns(c, step, tracks).items() if code not in found}
@@ -142,14 +145,15 @@ class PatternDetector(Detector):
         for code in ("pattern_collapse", "empty_answers", "gibberish", "negative_kl", "kl_runaway"):
             hit = found.get(code)
             if hit is None and code in early:
-                out.extend(self._early_alert(code, step, early[code]))
+                out.extend(self._early_alert(code, step, early[code], new_point))
                 continue
             if hit is None:
-                if self.streak.get(code):
-                    self.streak[code] = 0
-                self.incidents.quiet(code)
+                if new_point:
+                    if self.streak.get(code):
+                        self.streak[code] = 0
+                    self.incidents.quiet(code)
                 continue
-            n = self.streak.get(code, 0) + 1
+            n = max(1, self.streak.get(code, 0) + new_point)
             self.streak[code] = n
             severity, metric, moved, what = hit
             if code in SINGLE_METRIC:
@@ -169,10 +173,10 @@ class PatternDetector(Detector):
                                        f"{what} for {n} steps: {lead}{parts}"))
         return out
 
-    def _early_alert(self, code: str, step: int, hit: tuple) -> list:
+    def _early_alert(self, code: str, step: int, hit: tuple, new_point: bool) -> list:
         """An early-life pattern (monitors/early.py): same incident book and confirmation as the rest."""
         severity, metric, onset, parts, what = hit
-        n = self.streak.get(code, 0) + 1
+        n = max(1, self.streak.get(code, 0) + new_point)
         self.streak[code] = n
         if n < self.cfg.confirm_steps or not self.incidents.fire(code, severity, metric, onset):
             return []
@@ -209,6 +213,7 @@ class EvalShapeDetector(Detector):
     patience counts evaluations, not steps. Warning: it corroborates, it does not act alone."""
 
     name = "eval_shape"
+    per_value = True
 
     def __init__(self, cfg, rearm_steps: int):
         super().__init__(max(1, cfg.patience_evals))

@@ -4,8 +4,9 @@ Bad input never stops the stream: each bad line is reported (line number and rea
 counted in `bad_lines`, kept in `errors` (the first `max_errors_kept`), and skipped.
 NaN / Infinity are values. A line without its trailing newline is not parsed while the file
 may still grow (follow=True): the writer may be half way through it (a torn write).
-A step lower than the previous one starts a new segment (a rollback or restart); the reader
-counts segments, the MonitorStack acts on them.
+A step lower than the previous one, or a higher `attempt`, starts a new segment (a rollback or
+restart; `events.starts_segment`); records of an equal step are one step written in several
+records. The reader counts segments, the MonitorStack acts on them by the same rule.
 
     reader = EventReader("runs/x/metrics.jsonl")            # whole file, then stop
     reader = EventReader(path, follow=True, idle_timeout_s=60)  # tail a live run
@@ -20,7 +21,7 @@ import time as _time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from monitors.events import BadEvent, MetricEvent, event_from_dict, parse_event_line
+from monitors.events import BadEvent, MetricEvent, event_from_dict, parse_event_line, starts_segment
 
 _CHUNK = 1 << 16
 
@@ -62,6 +63,7 @@ class EventReader:
         self.events_read = 0
         self.segments = 1
         self.last_step: int | None = None
+        self.last_attempt: int | None = None
         self._buf = b""
         self._fh = None
         self._pos = 0
@@ -113,9 +115,11 @@ class EventReader:
             return None
 
     def _accept(self, ev: MetricEvent) -> MetricEvent:
-        if self.last_step is not None and ev.step < self.last_step:
+        if starts_segment(self.last_step, self.last_attempt, ev):
             self.segments += 1
         self.last_step = ev.step
+        if ev.attempt is not None:
+            self.last_attempt = ev.attempt
         self.events_read += 1
         return ev
 

@@ -1,7 +1,10 @@
 """MonitorStack: one metric event in, the alerts of every detector out.
 
-Per event: (1) a step lower than (or equal to) the last one starts a new segment (a rollback
-or restart): rolling windows and open incidents restart; the run's established scale stays, and
+Per event: (1) a step lower than the last one, or a higher `attempt`, starts a new segment (a
+rollback or restart; `events.starts_segment`); a record of the SAME step and attempt is more of
+that step (train + eval records, a line logged twice): only its metrics not yet seen at this step
+are taken, and a record with none is ignored, so a stream whose every line appears twice gives
+the alerts of the original. A new segment: rolling windows and open incidents restart; the run's established scale stays, and
 so do the values recorded before both the new first step and the onset of any incident open at
 the rollback (the healthy history the rollback target shares), so a recurrence is judged at once;
 (2) each finite value of a tracked metric updates its shared MetricTrack once (non-finite
@@ -26,8 +29,9 @@ from monitors.detectors import (
     NonFiniteDetector,
     SpikeDetector,
 )
-from monitors.events import MetricEvent
+from monitors.events import MetricEvent, starts_segment
 from monitors.patterns import DIVERSITY, EXPLOSIVE, EvalShapeDetector, PatternDetector
+from monitors.regimes import REGIME_METRICS, RegimeDetector
 from monitors.stall import StallDetector
 from monitors.track import MetricTrack
 
@@ -58,12 +62,17 @@ class MonitorStack:
         if cfg.patterns.enabled:
             self.detectors.append(PatternDetector(cfg.patterns, r))
             tracked |= {"reward", "kl", "kl_seq", "response_length", "truncated_fraction", *DIVERSITY, *EXPLOSIVE}
+        if cfg.regimes.enabled:
+            self.detectors.append(RegimeDetector(cfg.regimes, r))
+            tracked |= set(REGIME_METRICS)
         if cfg.eval_shape.enabled:
             self.detectors.append(EvalShapeDetector(cfg.eval_shape, r))
         self.tracked = tracked
         self.stall = StallDetector(cfg.stall)
         self.tracks: dict[str, MetricTrack] = {}
         self.last_step: int | None = None
+        self.last_attempt: int | None = None
+        self.step_values: dict[str, float | None] = {}  # the values taken at last_step, all its records
         self.segments = 0
         self.events = 0
         cp = cfg.change_point
@@ -104,21 +113,37 @@ class MonitorStack:
     def update(self, event: MetricEvent) -> list[Alert]:
         """Feed one event (in step order); returns the alerts it raises, highest priority first."""
         step = event.step
-        if self.last_step is not None and step <= self.last_step:
-            self.new_segment(step)
-        self.last_step = step
-        self.events += 1
         values = event.metrics
+        fresh_step = True
+        if starts_segment(self.last_step, self.last_attempt, event):
+            self.new_segment(step)
+        elif step == self.last_step:
+            fresh_step = False
+            values = {k: v for k, v in values.items() if k not in self.step_values}
+            if not values:  # the same record again: nothing new
+                return []
+        self.step_values = {**self.step_values, **values} if not fresh_step else dict(values)
+        self.last_step = step
+        if event.attempt is not None:
+            self.last_attempt = event.attempt
+        self.events += 1
         tracked = self.tracked
+        pushed = False
         for name, v in values.items():
             # Exact 0.0 entropy / perplexity are placeholders (step 1 of many trainers' logs), never a
             # measurement: a sampling policy has entropy > 0 and perplexity >= 1.
             if v is not None and v - v == 0.0 and name in tracked and not (v == 0.0 and name in PLACEHOLDER_ZERO):
                 t = self.tracks.get(name) or self._track(name)
                 t.push(step, v)
+                pushed = True
         alerts: list[Alert] = []
         for d in self.detectors:
-            found = d.update(step, values, self.tracks)
+            if d.per_value:  # judges the record's own values: a later record of the step adds only its new ones
+                found = d.update(step, values, self.tracks)
+            elif fresh_step or pushed:  # judges the tracks: again only when this record moved one
+                found = d.update(step, self.step_values, self.tracks)
+            else:
+                continue
             if found:
                 alerts.extend(found)
         self.stall.observe(step, event.time if event.time is not None else self.clock())
@@ -132,6 +157,8 @@ class MonitorStack:
         return {
             "version": STATE_VERSION,
             "last_step": self.last_step,
+            "last_attempt": self.last_attempt,
+            "step_values": dict(self.step_values),
             "segments": self.segments,
             "events": self.events,
             "tracks": {n: t.state_dict() for n, t in self.tracks.items()},
@@ -144,6 +171,8 @@ class MonitorStack:
             raise ValueError(f"monitor state version {d.get('version')!r} is not {STATE_VERSION}: "
                              "start the monitors fresh (they re-warm in a few dozen steps)")
         self.last_step = d["last_step"]
+        self.last_attempt = d.get("last_attempt")
+        self.step_values = dict(d.get("step_values", {}))
         self.segments = int(d["segments"])
         self.events = int(d["events"])
         self.tracks = {}

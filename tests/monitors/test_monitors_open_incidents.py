@@ -56,7 +56,11 @@ def test_open_incidents_survive_state_round_trip_and_clear_on_rollback():
     restored = MonitorStack()
     restored.load_state_dict(stack.state_dict())
     assert restored.open_incidents() == {"non_finite/kl": 1}
-    restored.update(MetricEvent(step=1, metrics={"kl": 0.0}))  # a rollback: the branch is abandoned
+    # The same step again in the same attempt is more of that step (a trainer's second record)...
+    restored.update(MetricEvent(step=1, metrics={"kl": 0.0}))
+    assert restored.open_incidents() == {"non_finite/kl": 1}
+    # ...while a new attempt logging it is a rollback: the branch is abandoned.
+    restored.update(MetricEvent(step=1, metrics={"kl": 0.0}, attempt=1))
     assert restored.open_incidents() == {}
 
 

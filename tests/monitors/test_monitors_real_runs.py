@@ -172,5 +172,8 @@ def test_answers_shrinking_while_kl_climbs_is_critical_in_early_life():
     # Before the early empty_answers check the first critical alert came at step 27.
     _, alerts = _replay([event_from_dict(r) for r in _load("hacking_shrink_ppo_max_whitened")])
     crit = _critical(alerts)
-    assert crit and crit[0].code == "empty_answers" and crit[0].metric == "response_length"
-    assert crit[0].step <= 22 and crit[0].onset_step <= 16
+    assert crit and crit[0].step <= 22 and crit[0].onset_step <= 16
+    # The KL blow-up (0.3 -> 1.1 nats/token by step 16) is the first critical now; the shrinking answers
+    # are named too, by step 22.
+    short = [a for a in crit if a.metric == "response_length" and a.code in ("empty_answers", "length_collapse")]
+    assert short and short[0].step <= 22

@@ -1,0 +1,173 @@
+"""Regimes: the failure classes of real trainers' logs, judged on whatever metrics are present.
+
+Why a separate detector: the statistical detectors and the compound patterns need a few dozen
+values before they arm (`track.warmup_steps`) and most of them need KL or perplexity as a witness.
+Real runs of trl, verl and OpenRLHF log every 5 or 10 steps (20-50 points in a whole run), often
+without KL (trl GRPO at beta 0) and never with perplexity, and collapse at their 3rd-5th logged
+point. Each class here is judged from the 4th value of a metric on, in LOGGED POINTS (not
+optimizer steps), against the metric's own REFERENCE: the median of its values that end
+`reference_lag_points` before now (at least the first `reference_points`), so a change starting now
+does not contaminate the level it is judged against. After a rollback the healthy values kept by
+`MetricTrack.new_segment` are part of that history, so a recurrence is judged at once.
+
+A class fires on what the present metrics make unambiguous; a metric that is not logged never vetoes
+it. Where one metric alone would be ambiguous (a healthy run learning to answer concisely also
+shortens its answers) a second witness is required when one is logged, and the one-metric form
+needs a move so large that no healthy run makes it:
+
+  random_tokens   entropy up x`entropy_up_ratio` (and by `entropy_min_rise_nats`) with a witness:
+                  reward falling, length toward the cap, the truncated share pinned, or perplexity up;
+                  or up x`entropy_extreme_ratio` alone. (Random tokens: entropy 0.2 -> 5-8 nats.)
+  length_collapse response length at or below `length_collapse_ratio` of its reference with
+                  entropy down or KL up; or at or below `length_collapse_extreme_ratio` alone.
+                  (A policy that answers with one token to game a format reward.)
+  pinned_at_cap   the truncated share at `pinned_fraction` or more for `pinned_points` logged points,
+                  from a reference below `pinned_reference_max`, while reward does not rise.
+  reward_collapse reward down by `reward_collapse_fraction` of its reference's magnitude (and by
+                  `reward_collapse_sigmas` of its spread) for `reward_collapse_points` logged points,
+                  where no action-space metric (entropy, length, KL, perplexity) is logged or one of
+                  them moved outside [`action_still_ratio`, 1/`action_still_ratio`] of its reference.
+  kl_explosion    per-token KL (`kl`, nats per token as docs/METRICS.md defines it; never the summed
+                  `kl_seq`) at or above `kl_explosion_nats` and x`kl_explosion_ratio` its reference
+                  for `kl_explosion_points` logged points (still rising, when more than one).
+                  Its level is the median of the last three points: one spike never reaches it. A per-token KL of a nat
+                  means the policy's every token is e-fold less likely under the reference: no
+                  healthy RLHF run goes there (healthy runs end at 0.01-0.3).
+
+All classes are critical. Onset: per moved metric, the first step of the latest run of values
+beyond the midpoint between its reference and its level (monitors/early.py); the earliest of those.
+"""
+
+from __future__ import annotations
+
+import math
+
+from monitors.alerts import Severity
+from monitors.config import RegimeConfig
+from monitors.detectors import Detector
+from monitors.early import EarlyView
+from monitors.track import MetricTrack
+
+REGIME_METRICS = ("reward", "kl", "kl_seq", "entropy", "perplexity", "response_length", "truncated_fraction")
+CODES = ("random_tokens", "length_collapse", "pinned_at_cap", "reward_collapse", "kl_explosion")
+# How many consecutive logged points each class must hold before it alerts.
+_CONFIRM = {"pinned_at_cap": "pinned_points", "reward_collapse": "reward_collapse_points",
+            "kl_explosion": "kl_explosion_points"}
+
+
+def _view(tracks: dict[str, MetricTrack], name: str, step: int, cfg: RegimeConfig) -> EarlyView | None:
+    t = tracks.get(name)
+    if t is None or t.last_step != step:
+        return None
+    # A fresh run needs `min_points` values; after a rollback that kept a healthy history, one recent
+    # window (the current level) is enough.
+    need = cfg.min_points if t.carried == 0 else t.cfg.recent_window_steps
+    if t.n_seg < need or len(t.hist) < max(cfg.min_points, cfg.reference_points):
+        return None
+    return EarlyView(t, cfg.reference_points, cfg.reference_lag_points)
+
+
+class RegimeDetector(Detector):
+    """The five regimes above; one incident per class."""
+
+    name = "regimes"
+
+    def __init__(self, cfg: RegimeConfig, rearm_steps: int):
+        super().__init__(rearm_steps)
+        self.cfg = cfg
+        self.streak: dict[str, int] = {}
+        self.first_level: dict[str, float] = {}
+
+    def update(self, step, values, tracks):
+        c = self.cfg
+        v = {n: _view(tracks, n, step, c) for n in REGIME_METRICS if n != "kl_seq"}
+        reward, kl, ent, ppl = v["reward"], v["kl"], v["entropy"], v["perplexity"]
+        length, trunc = v["response_length"], v["truncated_fraction"]
+        reward_falling = reward is not None and reward.level < reward.ref - max(
+            2.0 * reward.spread, c.reward_fall_fraction * abs(reward.ref))
+        reward_rising = reward is not None and reward.level > reward.ref + max(
+            2.0 * reward.spread, c.reward_fall_fraction * abs(reward.ref))
+        # KL as a witness is a ratio, so either convention serves; the explosion below needs nats per token.
+        kl_any = kl or _view(tracks, "kl_seq", step, c)
+        kl_up = kl_any is not None and kl_any.ratio(floor_by_spread=True) >= c.kl_up_ratio
+        length_up = length is not None and length.ref > 0 and length.ratio() >= c.length_up_ratio
+        pinned = trunc is not None and trunc.level >= c.pinned_fraction and trunc.ref < c.pinned_reference_max
+        found: dict[str, tuple[str, list[EarlyView], str]] = {}
+
+        if ent is not None and ent.ref > 0 and ent.level - ent.ref >= c.entropy_min_rise_nats:
+            r = ent.ratio()
+            ppl_up = ppl is not None and ppl.ref > 0 and ppl.ratio() >= c.perplexity_up_ratio
+            witnesses = ([reward] if reward_falling else []) + ([length] if length_up else []) + (
+                [trunc] if pinned else []) + ([ppl] if ppl_up else [])
+            if (r >= c.entropy_up_ratio and witnesses) or r >= c.entropy_extreme_ratio:
+                found["random_tokens"] = ("entropy", [ent, *witnesses],
+                                          "random tokens: entropy exploding" + (
+                                              "" if witnesses else " (no other metric needed at this size)"))
+
+        if length is not None and length.ref > 0:
+            r = length.ratio()
+            ent_down = ent is not None and ent.ref > 0 and ent.ratio() <= c.entropy_down_ratio
+            witnesses = ([ent] if ent_down else []) + ([kl_any] if kl_up else [])
+            if (r <= c.length_collapse_ratio and witnesses) or r <= c.length_collapse_extreme_ratio:
+                found["length_collapse"] = ("response_length", [length, *witnesses],
+                                            "answer length collapsed")
+
+        if pinned and not reward_rising:
+            found["pinned_at_cap"] = ("truncated_fraction", [trunc] + ([reward] if reward is not None else []),
+                                      "answers pinned at the length cap" + (
+                                          ", reward not rising" if reward is not None else ""))
+
+        # Reward alone is the weakest evidence (a small batch's binary reward dips to 0 for a few points in
+        # healthy runs): it is a collapse where no action-space metric is logged to say otherwise (the
+        # issue's class of runs that log reward only), or where one of them moved with it.
+        action = [x for x in (ent, length, kl_any, ppl) if x is not None and x.ref > 0]
+        action_moved = [x for x in action if not (c.action_still_ratio <= x.ratio() <= 1.0 / c.action_still_ratio)]
+        if (reward is not None and (action_moved or not action) and reward.level < reward.ref - max(
+                c.reward_collapse_sigmas * reward.spread, c.reward_collapse_fraction * abs(reward.ref))):
+            found["reward_collapse"] = ("reward", [reward, *action_moved], "reward collapsed" + (
+                "" if action else " (no action-space metric logged)"))
+
+        if (kl is not None and kl.level >= c.kl_explosion_nats
+                and kl.ratio(floor_by_spread=True) >= c.kl_explosion_ratio):
+            found["kl_explosion"] = ("kl", [kl], f"per-token KL to the reference above {c.kl_explosion_nats:g} nats")
+
+        # A step can arrive in several records (train + eval): its points are counted once.
+        new_point = self._new_point(step)
+        out = []
+        for code in CODES:
+            hit = found.get(code)
+            if hit is None:
+                if new_point:
+                    self.streak[code] = 0
+                    self.incidents.quiet(code)
+                continue
+            metric, moved, what = hit
+            self.streak[code] = max(1, self.streak.get(code, 0) + new_point)
+            need = getattr(c, _CONFIRM[code]) if code in _CONFIRM else 1
+            if code == "kl_explosion":
+                # still rising: |KL| above where it stood when the condition first held
+                if self.streak[code] == 1:
+                    self.first_level[code] = kl.level
+                n = self.streak[code]
+                if n < need or (n > 1 and kl.level <= self.first_level.get(code, math.inf)):
+                    continue
+            elif self.streak[code] < need:
+                continue
+            onset = min(m.onset() for m in moved)
+            if self.incidents.fire(code, Severity.CRITICAL, metric, onset):
+                parts = ", ".join(m.describe() for m in moved)
+                out.append(self._alert(code, metric, step, Severity.CRITICAL, onset,
+                                       f"{what} for {self.streak[code]} logged points: {parts}"))
+        return out
+
+    def new_segment(self):
+        super().new_segment()
+        self.streak = {}
+
+    def state_dict(self):
+        return {**super().state_dict(), "streak": dict(self.streak), "first_level": dict(self.first_level)}
+
+    def load_state_dict(self, d):
+        super().load_state_dict(d)
+        self.streak = {str(k): int(x) for k, x in d.get("streak", {}).items()}
+        self.first_level = {str(k): float(x) for k, x in d.get("first_level", {}).items()}
