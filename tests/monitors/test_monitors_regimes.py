@@ -224,3 +224,21 @@ def test_the_same_step_in_a_new_attempt_is_a_rollback_not_more_of_the_step():
                                                    MetricEvent(step=2, metrics={}, attempt=1))])
     list(reader)
     assert reader.segments == 3  # the reader counts segments by the same rule as the stack
+
+
+# -- coverage said out loud --------------------------------------------------------------------------
+
+def test_coverage_of_trl_grpo_at_beta_zero_says_kl_classes_are_off():
+    from monitors.coverage import coverage, summary
+
+    trl_beta0 = ["reward", "reward_std", "entropy", "response_length", "truncated_fraction", "grad_norm"]
+    cov = {c.name: c for c in coverage(trl_beta0)}
+    assert cov["random_tokens"].armed and cov["length_collapse"].armed and cov["pinned_at_cap"].armed
+    assert not cov["kl_runaway"].armed and cov["kl_runaway"].missing == ("kl or kl_seq",)
+    assert not cov["pattern_collapse"].armed
+    line = summary(trl_beta0)
+    assert "kl or kl_seq not logged: pattern_collapse, kl_explosion" not in line  # kl_explosion needs kl itself
+    assert "kl or kl_seq not logged: pattern_collapse, kl_runaway, negative_kl off" in line
+    assert "kl not logged: kl_explosion off" in line
+    full = {c.name: c for c in coverage(trl_beta0 + ["kl", "perplexity"])}
+    assert all(c.armed for n, c in full.items() if n != "eval_long_tail")

@@ -1,0 +1,83 @@
+"""Coverage: from the metrics a run logs, which failure classes the monitors can see, said out loud.
+
+A trl GRPO run at beta 0 logs no KL; nobody but us logs perplexity. Each detector stays idle without
+the metrics it needs, and a user must know what they are NOT protected against
+("kl not logged: kl_runaway, kl_explosion, negative_kl off"). `coverage(names)` answers from the
+names seen so far; the table is docs/METRICS.md's coverage table, one row per class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FailureClass:
+    name: str
+    what: str
+    needs: tuple[tuple[str, ...], ...]  # every group must have at least one of its metrics logged
+    strengthens: tuple[str, ...] = ()  # witnesses that make it surer or faster when logged
+
+
+KL = ("kl", "kl_seq")
+CLASSES: tuple[FailureClass, ...] = (
+    FailureClass("non_finite", "NaN or infinity in any metric", ()),
+    FailureClass("stall", "no metrics for too long (hung or dead trainer)", ()),
+    FailureClass("pattern_collapse", "the paper's collapse: KL up, answers to the cap, diversity down",
+                 (KL, ("response_length", "truncated_fraction"), ("perplexity", "entropy", "distinct_2")),
+                 ("reward",)),
+    FailureClass("random_tokens", "random tokens / gibberish: uncertainty exploding", (("entropy", "perplexity"),),
+                 ("reward", "response_length", "truncated_fraction", "perplexity", "ref_perplexity")),
+    FailureClass("length_collapse", "answers collapsing to a few tokens", (("response_length",),),
+                 ("entropy", "kl", "kl_seq")),
+    FailureClass("pinned_at_cap", "answers pinned at the length cap", (("truncated_fraction",),), ("reward",)),
+    FailureClass("reward_collapse", "reward falling to ~0 and staying there", (("reward",),),
+                 ("entropy", "response_length", "kl", "perplexity")),
+    FailureClass("kl_explosion", "per-token KL to the reference above a nat", (("kl",),)),
+    FailureClass("kl_runaway", "KL a large multiple of its established level, still rising", (KL,)),
+    FailureClass("negative_kl", "KL far below zero", (KL,)),
+    FailureClass("eval_long_tail", "held-out reward distribution turning long-tailed",
+                 (("eval_reward_skew", "eval_reward_p90"),)),
+)
+
+
+@dataclass(frozen=True)
+class ClassCoverage:
+    name: str
+    what: str
+    armed: bool
+    missing: tuple[str, ...]  # for an unarmed class: one metric of each unmet group ("kl or kl_seq")
+    weaker_without: tuple[str, ...]  # strengthening metrics not logged
+
+    def to_dict(self) -> dict:
+        return {"class": self.name, "what": self.what, "armed": self.armed, "missing": list(self.missing),
+                "weaker_without": list(self.weaker_without)}
+
+
+def coverage(names: Iterable[str]) -> list[ClassCoverage]:
+    seen = set(names)
+    out = []
+    for c in CLASSES:
+        unmet = [g for g in c.needs if not seen.intersection(g)]
+        out.append(ClassCoverage(c.name, c.what, not unmet, tuple(" or ".join(g) for g in unmet),
+                                 tuple(m for m in c.strengthens if m not in seen)))
+    return out
+
+
+def gaps(cov: list[ClassCoverage]) -> list[str]:
+    """One line per missing metric group and the classes it switches off: "kl not logged: ... off"."""
+    by_missing: dict[str, list[str]] = {}
+    for c in cov:
+        for m in c.missing:
+            by_missing.setdefault(m, []).append(c.name)
+    return [f"{m} not logged: {', '.join(classes)} off" for m, classes in by_missing.items()]
+
+
+def summary(names: Iterable[str]) -> str:
+    """One line for logs and the journal: armed classes, then what is off and why."""
+    cov = coverage(names)
+    armed = [c.name for c in cov if c.armed]
+    lines = gaps(cov)
+    return f"detection armed for {len(armed)}/{len(cov)} failure classes ({', '.join(armed)})" + (
+        "; " + "; ".join(lines) if lines else "")
