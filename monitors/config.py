@@ -255,6 +255,12 @@ class RegimeConfig(_Strict):
     entropy_min_rise_nats: float = Field(1.0, gt=0)
     """random_tokens: entropy must also have risen by this many nats per token (entropy is nats in every
     trainer; a rise from 0.02 to 0.2 is many-fold and means nothing)."""
+    log_perplexity_up_ratio: float = Field(2.0, gt=1)
+    """random_tokens without entropy logged: log-perplexity at this multiple of its reference, with a witness..."""
+    log_perplexity_extreme_ratio: float = Field(3.0, gt=1)
+    """...or at this multiple alone (perplexity 13 -> 2,200)."""
+    distinct_down_ratio: float = Field(0.8, gt=0, lt=1)
+    """repetition: distinct_2 at or below this multiple of its reference."""
     perplexity_up_ratio: float = Field(2.5, gt=1)
     """Perplexity counts as up (a random_tokens witness) at this multiple of its reference."""
     entropy_down_ratio: float = Field(0.5, gt=0, lt=1)

@@ -18,6 +18,10 @@ needs a move so large that no healthy run makes it:
   random_tokens   entropy up x`entropy_up_ratio` (and by `entropy_min_rise_nats`) with a witness:
                   reward falling, length toward the cap, the truncated share pinned, or perplexity up;
                   or up x`entropy_extreme_ratio` alone. (Random tokens: entropy 0.2 -> 5-8 nats.)
+                  Without entropy, log-perplexity the same way (`log_perplexity_*_ratio`).
+  repetition      distinct_2 down to `distinct_down_ratio`, entropy or log-perplexity down to
+                  `entropy_down_ratio`, answers toward the cap, reward not falling (the paper's
+                  collapse when KL is not logged).
   length_collapse response length at or below `length_collapse_ratio` of its reference with
                   entropy down or KL up; or at or below `length_collapse_extreme_ratio` alone.
                   (A policy that answers with one token to game a format reward.)
@@ -48,8 +52,9 @@ from monitors.detectors import Detector
 from monitors.early import EarlyView
 from monitors.track import MetricTrack
 
-REGIME_METRICS = ("reward", "kl", "kl_seq", "entropy", "perplexity", "response_length", "truncated_fraction")
-CODES = ("random_tokens", "length_collapse", "pinned_at_cap", "reward_collapse", "kl_explosion")
+REGIME_METRICS = ("reward", "kl", "kl_seq", "entropy", "perplexity", "response_length", "truncated_fraction",
+                  "distinct_2")
+CODES = ("random_tokens", "repetition", "length_collapse", "pinned_at_cap", "reward_collapse", "kl_explosion")
 # How many consecutive logged points each class must hold before it alerts.
 _CONFIRM = {"pinned_at_cap": "pinned_points", "reward_collapse": "reward_collapse_points",
             "kl_explosion": "kl_explosion_points"}
@@ -80,7 +85,7 @@ class RegimeDetector(Detector):
 
     def update(self, step, values, tracks):
         c = self.cfg
-        v = {n: _view(tracks, n, step, c) for n in REGIME_METRICS if n != "kl_seq"}
+        v = {n: _view(tracks, n, step, c) for n in REGIME_METRICS if n not in ("kl_seq", "distinct_2")}
         reward, kl, ent, ppl = v["reward"], v["kl"], v["entropy"], v["perplexity"]
         length, trunc = v["response_length"], v["truncated_fraction"]
         reward_falling = reward is not None and reward.level < reward.ref - max(
@@ -94,15 +99,35 @@ class RegimeDetector(Detector):
         pinned = trunc is not None and trunc.level >= c.pinned_fraction and trunc.ref < c.pinned_reference_max
         found: dict[str, tuple[str, list[EarlyView], str]] = {}
 
-        if ent is not None and ent.ref > 0 and ent.level - ent.ref >= c.entropy_min_rise_nats:
-            r = ent.ratio()
-            ppl_up = ppl is not None and ppl.ref > 0 and ppl.ratio() >= c.perplexity_up_ratio
+        # The policy's uncertainty: entropy (nats per token), else log-perplexity (the same quantity measured
+        # on the sampled tokens), judged as a multiple of its reference and a rise in nats.
+        ppl_up = ppl is not None and ppl.ref > 0 and ppl.ratio() >= c.perplexity_up_ratio
+        if ent is not None and ent.ref > 0:
+            unc, unc_rise, unc_ratio = ent, ent.level - ent.ref, ent.ratio()
+            up, extreme = c.entropy_up_ratio, c.entropy_extreme_ratio
+        elif ppl is not None and ppl.ref > 1.0:
+            log_ref, log_level = math.log(ppl.ref), math.log(max(ppl.level, 1.0))
+            unc, unc_rise, unc_ratio = ppl, log_level - log_ref, log_level / log_ref
+            up, extreme = c.log_perplexity_up_ratio, c.log_perplexity_extreme_ratio
+            ppl_up = False  # it is the primary, not a second witness
+        else:
+            unc = None
+        if unc is not None and unc_rise >= c.entropy_min_rise_nats:
             witnesses = ([reward] if reward_falling else []) + ([length] if length_up else []) + (
                 [trunc] if pinned else []) + ([ppl] if ppl_up else [])
-            if (r >= c.entropy_up_ratio and witnesses) or r >= c.entropy_extreme_ratio:
-                found["random_tokens"] = ("entropy", [ent, *witnesses],
-                                          "random tokens: entropy exploding" + (
-                                              "" if witnesses else " (no other metric needed at this size)"))
+            if (unc_ratio >= up and witnesses) or unc_ratio >= extreme:
+                found["random_tokens"] = (unc.name, [unc, *witnesses], f"random tokens: {unc.name} exploding" + (
+                    "" if witnesses else " (no other metric needed at this size)"))
+
+        # Repetition (the paper's collapse without KL): uncertainty and bigram diversity down while answers
+        # grow toward the cap. distinct_2 is required: a reasoning run's answers also grow while its entropy
+        # falls, but its bigrams stay diverse.
+        dist = _view(tracks, "distinct_2", step, c)
+        if dist is not None and dist.ref > 0 and dist.ratio() <= c.distinct_down_ratio and (length_up or pinned):
+            unc_down = [x for x in (ent, ppl) if x is not None and x.ref > 0 and x.down_ratio() <= c.entropy_down_ratio]
+            if unc_down and not reward_falling:
+                found["repetition"] = ("distinct_2", [dist, *unc_down] + ([trunc] if pinned else [length]),
+                                       "repetition: diversity and uncertainty down, answers toward the cap")
 
         if length is not None and length.ref > 0:
             r = length.ratio()

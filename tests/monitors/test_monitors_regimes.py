@@ -118,6 +118,40 @@ def test_kl_to_the_reference_exploding_is_critical_while_reward_stays_flat():
     assert kl_at[crit[0].step] < 3.0  # before it reached the paper's 3 nats
 
 
+def test_random_tokens_judged_on_perplexity_when_entropy_is_not_logged():
+    events = _stream(
+        30, 0,
+        reward=_noisy(lambda i: 0.05 if _after(i) else 0.6),
+        perplexity=_noisy(lambda i: 900.0 if _after(i) else 12.0),
+        response_length=_noisy(lambda i: 256 if _after(i) else 120, 0.02),
+    )
+    _assert_caught(_critical(events), "random_tokens")
+
+
+def test_repetition_to_the_cap_without_kl_is_critical():
+    events = _stream(
+        30, 0,
+        reward=_noisy(lambda i: 0.7 if _after(i) else 0.5),
+        entropy=_noisy(lambda i: 0.3 if _after(i) else 1.5),
+        distinct_2=lambda i, rng: (0.35 if _after(i) else 0.9) + 0.01 * rng.standard_normal(),
+        response_length=_noisy(lambda i: 256 if _after(i) else 100, 0.02),
+    )
+    crit = _critical(events)
+    assert crit and crit[0].code == "repetition" and crit[0].step <= (ONSET + 3) * EVERY, crit
+
+
+def test_reasoning_run_growing_its_answers_while_entropy_falls_is_not_repetition():
+    n = 50
+    events = _stream(
+        n, 0,
+        reward=_noisy(lambda i: 0.2 + 0.5 * i / n),
+        entropy=_noisy(lambda i: 1.0 * math.exp(-2.0 * i / n)),
+        distinct_2=lambda i, rng: 0.85 + 0.01 * rng.standard_normal(),
+        response_length=_noisy(lambda i: 300 + 600 * i / n, 0.03),  # x3 longer answers
+    )
+    assert _critical(events) == []
+
+
 # -- hard negatives: healthy shapes of real runs ------------------------------------------------------
 
 def test_healthy_reasoning_run_entropy_falling_kl_rising_smoothly_is_not_critical():
@@ -241,4 +275,4 @@ def test_coverage_of_trl_grpo_at_beta_zero_says_kl_classes_are_off():
     assert "kl or kl_seq not logged: pattern_collapse, kl_runaway, negative_kl off" in line
     assert "kl not logged: kl_explosion off" in line
     full = {c.name: c for c in coverage(trl_beta0 + ["kl", "perplexity"])}
-    assert all(c.armed for n, c in full.items() if n != "eval_long_tail")
+    assert {n for n, c in full.items() if not c.armed} == {"eval_long_tail", "repetition"}
