@@ -188,6 +188,10 @@ class PatternConfig(_Strict):
     """...or at most this many tokens (an answer of EOS alone)."""
     gibberish_up_ratio: float = Field(1.5, gt=1)
     """Gibberish: entropy / ref_perplexity / perplexity above this multiple of baseline while reward falls."""
+    gibberish_entropy_min_rise_nats: float = Field(2.0, ge=0)
+    """Where entropy is the only uncertainty metric that moved, it must also have risen by this many nats per
+    token: reasoning runs sit at 0.2-1 nats and swing x2 between steps while a noisy reward dips; random tokens
+    are several nats up (the same floor as regimes.entropy_min_rise_nats)."""
     gibberish_extreme_ratio: float = Field(10.0, gt=1)
     """Gibberish whatever the reward does: perplexity at this multiple of its baseline (early life: of its
     early reference) with entropy up too. A reward model can score random tokens as neutral (VADER does:
@@ -252,7 +256,7 @@ class RegimeConfig(_Strict):
     """random_tokens: entropy at this multiple of its reference, with a witness..."""
     entropy_extreme_ratio: float = Field(6.0, gt=1)
     """...or at this multiple alone."""
-    entropy_min_rise_nats: float = Field(1.0, gt=0)
+    entropy_min_rise_nats: float = Field(2.0, gt=0)
     """random_tokens: entropy must also have risen by this many nats per token (entropy is nats in every
     trainer; a rise from 0.02 to 0.2 is many-fold and means nothing)."""
     log_perplexity_up_ratio: float = Field(2.0, gt=1)
@@ -277,12 +281,20 @@ class RegimeConfig(_Strict):
     """...for this many logged points, while reward does not rise."""
     reward_collapse_fraction: float = Field(0.7, gt=0)
     """reward_collapse: reward below its reference by this fraction of |reference|..."""
-    reward_collapse_sigmas: float = Field(4.0, ge=0)
-    """...and by this many of its spreads..."""
-    reward_collapse_points: int = Field(2, ge=1)
+    reward_collapse_sigmas: float = Field(3.0, ge=0)
+    """...and by this many standard errors of its level (the mean over `min_span_steps` steps)..."""
+    reward_collapse_points: int = Field(1, ge=1)
     """...for this many logged points; where action-space metrics are logged, one of them must have moved too..."""
     action_still_ratio: float = Field(0.5, gt=0, lt=1)
-    """...outside [this, 1/this] of its reference (a halving or doubling of entropy, length, KL or perplexity)."""
+    """...the failing way (entropy up to 1/this of its reference, by half `entropy_min_rise_nats`; length, KL and
+    perplexity by their witness ratios)."""
+    min_span_steps: int = Field(8, ge=1)
+    """pinned_at_cap and reward_collapse must also hold over this many optimizer steps (8 points at logging_steps 1,
+    2 at logging_steps 10): a few noisy batches are not a regime."""
+    mode_collapse_entropy_ratio: float = Field(0.05, gt=0, lt=1)
+    """mode_collapse: entropy at or below this multiple of its reference (20x lower; healthy runs fall 5-10x)..."""
+    mode_collapse_zero_std: float = Field(0.95, gt=0, le=1)
+    """...with frac_reward_zero_std at or above this (no group's rewards differ), or grad_norm exactly 0."""
     kl_explosion_nats: float = Field(1.0, gt=0)
     """kl_explosion: per-token KL (`kl`) at or above this many nats..."""
     kl_explosion_ratio: float = Field(10.0, gt=1)

@@ -31,6 +31,8 @@ CLASSES: tuple[FailureClass, ...] = (
                  ("reward", "response_length", "truncated_fraction", "perplexity", "ref_perplexity")),
     FailureClass("repetition", "repetitive answers toward the cap (the paper's collapse without KL)",
                  (("distinct_2",), ("entropy", "perplexity"), ("response_length", "truncated_fraction")), ("reward",)),
+    FailureClass("mode_collapse", "every answer the same: entropy near zero, no learning signal left",
+                 (("entropy",), ("frac_reward_zero_std", "grad_norm"))),
     FailureClass("length_collapse", "answers collapsing to a few tokens", (("response_length",),),
                  ("entropy", "kl", "kl_seq")),
     FailureClass("pinned_at_cap", "answers pinned at the length cap", (("truncated_fraction",),), ("reward",)),

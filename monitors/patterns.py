@@ -110,6 +110,10 @@ class PatternDetector(Detector):
         if reward_falling:
             present = [t for t in (_ready(tracks, n, step) for n in EXPLOSIVE) if t is not None]
             exploding = [t for t in present if self._up(t, c.gibberish_up_ratio)]
+            if [t.name for t in exploding] == ["entropy"] and exploding[0].level - exploding[0].base_level < (
+                    c.gibberish_entropy_min_rise_nats):
+                # entropy the only witness: x1.5 of a reasoning run's 0.4 nats is noise, not gibberish
+                exploding = []
             # Two witnesses when two exist (entropy AND ref_perplexity), else the one there is.
             if exploding and len(exploding) >= min(2, len(present)):
                 found["gibberish"] = (Severity.CRITICAL, exploding[0].name, exploding + [reward],

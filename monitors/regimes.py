@@ -27,10 +27,17 @@ needs a move so large that no healthy run makes it:
                   (A policy that answers with one token to game a format reward.)
   pinned_at_cap   the truncated share at `pinned_fraction` or more for `pinned_points` logged points,
                   from a reference below `pinned_reference_max`, while reward does not rise.
-  reward_collapse reward down by `reward_collapse_fraction` of its reference's magnitude (and by
-                  `reward_collapse_sigmas` of its spread) for `reward_collapse_points` logged points,
+  reward_collapse reward's level over the last `min_span_steps` steps (mean, at least three points)
+                  down from the best level the run held by `reward_collapse_fraction` of its magnitude
+                  and by `reward_collapse_sigmas` standard errors, for `reward_collapse_points` points,
                   where no action-space metric (entropy, length, KL, perplexity) is logged or one of
-                  them moved outside [`action_still_ratio`, 1/`action_still_ratio`] of its reference.
+                  them moved the failing way (length toward the cap or collapsed, KL or perplexity
+                  up, entropy x1/`action_still_ratio` up).
+  mode_collapse   entropy at or below `mode_collapse_entropy_ratio` of its reference with the learning
+                  signal gone: frac_reward_zero_std at `mode_collapse_zero_std` or more, or a zero
+                  grad_norm (GRPO: every group's answers score the same).
+  pinned_at_cap, reward_collapse and mode_collapse must also hold over `min_span_steps` optimizer steps: two points
+  at logging_steps 10, eight at logging_steps 1 (one noisy batch of 8 rollouts is not a regime).
   kl_explosion    per-token KL (`kl`, nats per token as docs/METRICS.md defines it; never the summed
                   `kl_seq`) at or above `kl_explosion_nats` and x`kl_explosion_ratio` its reference
                   for `kl_explosion_points` logged points (still rising, when more than one).
@@ -53,9 +60,11 @@ from monitors.early import EarlyView
 from monitors.track import MetricTrack
 
 REGIME_METRICS = ("reward", "kl", "kl_seq", "entropy", "perplexity", "response_length", "truncated_fraction",
-                  "distinct_2")
-CODES = ("random_tokens", "repetition", "length_collapse", "pinned_at_cap", "reward_collapse", "kl_explosion")
+                  "distinct_2", "frac_reward_zero_std", "grad_norm")
+CODES = ("random_tokens", "repetition", "mode_collapse", "length_collapse", "pinned_at_cap", "reward_collapse",
+         "kl_explosion")
 # How many consecutive logged points each class must hold before it alerts.
+_SPAN = ("pinned_at_cap", "reward_collapse", "mode_collapse")  # classes that must also hold for `min_span_steps` steps
 _CONFIRM = {"pinned_at_cap": "pinned_points", "reward_collapse": "reward_collapse_points",
             "kl_explosion": "kl_explosion_points"}
 
@@ -82,10 +91,15 @@ class RegimeDetector(Detector):
         self.cfg = cfg
         self.streak: dict[str, int] = {}
         self.first_level: dict[str, float] = {}
+        self.held_since: dict[str, int] = {}  # code -> the point before its condition started holding
+        self.prev_point = -1
+        self.span_noise = 0.0
+        self.reward_peak = -math.inf  # the best reward level the run held (kept across rollbacks)
 
     def update(self, step, values, tracks):
         c = self.cfg
-        v = {n: _view(tracks, n, step, c) for n in REGIME_METRICS if n not in ("kl_seq", "distinct_2")}
+        v = {n: _view(tracks, n, step, c) for n in ("reward", "kl", "entropy", "perplexity", "response_length",
+                                                      "truncated_fraction")}
         reward, kl, ent, ppl = v["reward"], v["kl"], v["entropy"], v["perplexity"]
         length, trunc = v["response_length"], v["truncated_fraction"]
         reward_falling = reward is not None and reward.level < reward.ref - max(
@@ -144,20 +158,51 @@ class RegimeDetector(Detector):
 
         # Reward alone is the weakest evidence (a small batch's binary reward dips to 0 for a few points in
         # healthy runs): it is a collapse where no action-space metric is logged to say otherwise (the
-        # issue's class of runs that log reward only), or where one of them moved with it.
+        # issue's class of runs that log reward only), or where one of them moved the way a failing policy
+        # moves it: answers toward the cap or collapsing, KL or perplexity up, entropy up. (Entropy falling
+        # is every healthy RL run's course, so it is no witness.)
         action = [x for x in (ent, length, kl_any, ppl) if x is not None and x.ref > 0]
-        action_moved = [x for x in action if not (c.action_still_ratio <= x.ratio() <= 1.0 / c.action_still_ratio)]
-        if (reward is not None and (action_moved or not action) and reward.level < reward.ref - max(
-                c.reward_collapse_sigmas * reward.spread, c.reward_collapse_fraction * abs(reward.ref))):
-            found["reward_collapse"] = ("reward", [reward, *action_moved], "reward collapsed" + (
-                "" if action else " (no action-space metric logged)"))
+        if reward is not None:
+            level = self._span_level(reward, step, c)
+            # Judged against the best level the run held (a max of span means, so one lucky batch does
+            # not set it), not the rolling reference: a decline over dozens of steps drags the rolling
+            # reference down with it, and its spread up, until the collapse is the new normal.
+            peak = self.reward_peak = max(self.reward_peak, reward.ref, level)
+            if level < peak - max(c.reward_collapse_sigmas * self.span_noise, c.reward_collapse_fraction * abs(peak)):
+                failing = ([length] if length_up or (length is not None and length.ref > 0
+                                                      and length.ratio() <= c.length_collapse_ratio) else [])
+                failing += [trunc] if pinned else []
+                failing += [kl_any] if kl_up else []
+                failing += [ppl] if ppl_up else []
+                if ent is not None and ent.ref > 0 and ent.ratio() >= 1.0 / c.action_still_ratio and (
+                        ent.level - ent.ref >= 0.5 * c.entropy_min_rise_nats):
+                    failing.append(ent)
+                if failing or not action:
+                    found["reward_collapse"] = ("reward", [reward, *failing], f"reward collapsed from its peak level "
+                                                f"{peak:.4g} to {level:.4g}" + ("" if action else
+                                                                               " (no action-space metric logged)"))
+
+        # Mode collapse: every answer the same. Entropy near zero, many-fold below its reference, and the
+        # learning signal gone with it (GRPO: every group's rewards equal, so zero advantages and a zero
+        # gradient). A healthy reasoning run's entropy also falls many-fold, but its groups still disagree.
+        zero_std = _view(tracks, "frac_reward_zero_std", step, c)
+        grad = _view(tracks, "grad_norm", step, c)
+        if ent is not None and ent.ref > 0 and ent.ratio() <= c.mode_collapse_entropy_ratio:
+            dead = [x for x in (zero_std,) if x is not None and x.level >= c.mode_collapse_zero_std]
+            dead += [x for x in (grad,) if x is not None and x.ref > 0 and x.level <= 1e-9]
+            if dead:
+                found["mode_collapse"] = ("entropy", [ent, *dead],
+                                          "mode collapse: every answer the same, no learning signal left")
 
         if (kl is not None and kl.level >= c.kl_explosion_nats
                 and kl.ratio(floor_by_spread=True) >= c.kl_explosion_ratio):
             found["kl_explosion"] = ("kl", [kl], f"per-token KL to the reference above {c.kl_explosion_nats:g} nats")
 
         # A step can arrive in several records (train + eval): its points are counted once.
+        prev = self.counted_step
         new_point = self._new_point(step)
+        if new_point:
+            self.prev_point = prev if prev >= 0 else step
         out = []
         for code in CODES:
             hit = found.get(code)
@@ -167,6 +212,10 @@ class RegimeDetector(Detector):
                     self.incidents.quiet(code)
                 continue
             metric, moved, what = hit
+            if not self.streak.get(code):
+                # the span of a held condition starts at the point before its first holding point: that
+                # point's value already averages the steps up to it
+                self.held_since[code] = self.prev_point
             self.streak[code] = max(1, self.streak.get(code, 0) + new_point)
             need = getattr(c, _CONFIRM[code]) if code in _CONFIRM else 1
             if code == "kl_explosion":
@@ -178,6 +227,10 @@ class RegimeDetector(Detector):
                     continue
             elif self.streak[code] < need:
                 continue
+            elif code in _SPAN and step - self.held_since.get(code, step) < c.min_span_steps:
+                # the slow classes must also hold over a span of optimizer steps: at logging_steps 1 a few
+                # points are a few noisy batches, at logging_steps 10 two points are twenty steps
+                continue
             onset = min(m.onset() for m in moved)
             if self.incidents.fire(code, Severity.CRITICAL, metric, onset):
                 parts = ", ".join(m.describe() for m in moved)
@@ -185,14 +238,35 @@ class RegimeDetector(Detector):
                                        f"{what} for {self.streak[code]} logged points: {parts}"))
         return out
 
+    def _span_level(self, view: EarlyView, step: int, c: RegimeConfig) -> float:
+        """The mean of the values over the last `min_span_steps` steps (at least the recent window), and in
+        `span_noise` its standard error. At logging_steps 1 the reward of one batch of 8 rollouts jumps
+        between 0 and its maximum, bimodally: only the mean over several batches says whether it collapsed
+        (a median of such values, and its MAD, can both be 0 while a third of the batches score)."""
+        recent = [v for s, v in zip(view.steps, view.values) if s > step - c.min_span_steps]
+        k = max(len(recent), view.track.cfg.recent_window_steps)
+        values = view.values[-k:]
+        n = len(values)
+        mean = sum(values) / n
+        var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
+        self.span_noise = math.sqrt(var / n)
+        return mean
+
     def new_segment(self):
         super().new_segment()
         self.streak = {}
+        self.prev_point = -1
 
     def state_dict(self):
-        return {**super().state_dict(), "streak": dict(self.streak), "first_level": dict(self.first_level)}
+        return {**super().state_dict(), "streak": dict(self.streak), "first_level": dict(self.first_level),
+                "held_since": dict(self.held_since), "prev_point": self.prev_point,
+                "reward_peak": self.reward_peak if math.isfinite(self.reward_peak) else None}
 
     def load_state_dict(self, d):
         super().load_state_dict(d)
         self.streak = {str(k): int(x) for k, x in d.get("streak", {}).items()}
         self.first_level = {str(k): float(x) for k, x in d.get("first_level", {}).items()}
+        self.held_since = {str(k): int(x) for k, x in d.get("held_since", {}).items()}
+        self.prev_point = int(d.get("prev_point", -1))
+        peak = d.get("reward_peak")
+        self.reward_peak = float(peak) if peak is not None else -math.inf
