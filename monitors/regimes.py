@@ -28,7 +28,8 @@ needs a move so large that no healthy run makes it:
   pinned_at_cap   the truncated share at `pinned_fraction` or more for `pinned_points` logged points,
                   from a reference below `pinned_reference_max`, while reward does not rise.
   reward_collapse reward's level over the last `min_span_steps` steps (mean, at least three points)
-                  down from the best level the run held by `reward_collapse_fraction` of its magnitude
+                  down from the best level the run held (the highest its reference has been) by
+                  `reward_collapse_fraction` of its magnitude
                   and by `reward_collapse_sigmas` standard errors, for `reward_collapse_points` points,
                   where no action-space metric (entropy, length, KL, perplexity) is logged or one of
                   them moved the failing way (length toward the cap or collapsed, KL or perplexity
@@ -164,10 +165,11 @@ class RegimeDetector(Detector):
         action = [x for x in (ent, length, kl_any, ppl) if x is not None and x.ref > 0]
         if reward is not None:
             level = self._span_level(reward, step, c)
-            # Judged against the best level the run held (a max of span means, so one lucky batch does
-            # not set it), not the rolling reference: a decline over dozens of steps drags the rolling
-            # reference down with it, and its spread up, until the collapse is the new normal.
-            peak = self.reward_peak = max(self.reward_peak, reward.ref, level)
+            # Judged against the best level the run held: the highest its rolling reference (a median of up
+            # to 60 points) has been. Not the reference now: a decline over dozens of steps drags it down
+            # until the collapse is the new normal. Not the best span mean either: over hundreds of steps the
+            # maximum of a noisy mean sits several standard errors above the run's true level.
+            peak = self.reward_peak = max(self.reward_peak, reward.ref)
             if level < peak - max(c.reward_collapse_sigmas * self.span_noise, c.reward_collapse_fraction * abs(peak)):
                 failing = ([length] if length_up or (length is not None and length.ref > 0
                                                       and length.ratio() <= c.length_collapse_ratio) else [])
