@@ -39,7 +39,9 @@ def _tally(refused: bool) -> None:
 
 def _record() -> None:
     record("fuzz_events", kind="input", name="fuzzed metric-event lines and objects (parser + reader)",
-               tried=TALLY["tried"], refused=TALLY["refused"], accepted=TALLY["tried"] - TALLY["refused"], crashes=0)
+               tried=TALLY["tried"], refused=TALLY["refused"], accepted=TALLY["tried"] - TALLY["refused"], crashes=0,
+               test="test_fuzz_events.py::test_parse_event_line_raises_only_bad_event, "
+                    "::test_event_from_dict_raises_only_bad_event")
 
 
 # Non-finite metric values are values (docs/METRICS.md: a NaN loss is what the monitors are
