@@ -30,6 +30,12 @@ sys.path.insert(0, str(REPO))
 BEGIN, END = "<!-- chaos-table:begin -->", "<!-- chaos-table:end -->"
 
 
+def _note(v: dict) -> str:
+    """The row's note, then the test (or bench run) that measured it: each figure names its source."""
+    source = f"`{v['test']}`" if v.get("test") else ""
+    return "; ".join(x for x in (str(v.get("note", "")), source) if x)
+
+
 def render(doc: dict) -> str:
     entries = doc.get("entries", {})
     faults = sorted((k, v) for k, v in entries.items() if v.get("kind") == "fault")
@@ -37,14 +43,14 @@ def render(doc: dict) -> str:
     out = ["| fault injected | injected | survived | data lost | notes |", "|---|---:|---:|---:|---|"]
     for _key, v in faults:
         out.append(f"| {v['name']} | {v.get('injected', 0)} | {v.get('survived', 0)} | {v.get('data_lost', 0)} | "
-                   f"{v.get('note', '')} |")
+                   f"{_note(v)} |")
     tot = [sum(v.get(f, 0) for _k, v in faults) for f in ("injected", "survived", "data_lost")]
     out.append(f"| **total** | **{tot[0]}** | **{tot[1]}** | **{tot[2]}** | |")
     out += ["", "| bad input tried | tried | refused with a clear error | accepted (valid) | crashes / 5xx | notes |",
             "|---|---:|---:|---:|---:|---|"]
     for _key, v in inputs:
         out.append(f"| {v['name']} | {v.get('tried', 0)} | {v.get('refused', 0)} | {v.get('accepted', '')} | "
-                   f"{v.get('crashes', 0)} | {v.get('note', '')} |")
+                   f"{v.get('crashes', 0)} | {_note(v)} |")
     stamps = sorted(v.get("recorded", "") for v in entries.values())
     if stamps:
         out += ["", f"Recorded {stamps[0]} .. {stamps[-1]} (artifacts/reliability.json)."]
@@ -93,7 +99,7 @@ def long_mode(args) -> int:
                   f"{fig['loads']} verified loads, {len(fig['findings'])} invariant violations, {wall:.0f} s")
             for f in fig["findings"]:
                 print("   ", f)
-            record("bench_worker_kill9", kind="fault", name=f"bench: kill -9 of the worker x{fig['kills']} "
+            record("bench_worker_kill9", kind="fault", test="bench/chaos.py (long mode)", name=f"bench: kill -9 of the worker x{fig['kills']} "
                    "(half mid-write)", injected=fig["kills"], survived=fig["kills"] if not fig["findings"] else 0,
                    data_lost=len(fig["findings"]), note=f"{fig['loads']} verified loads; seed {args.seed}")
             failed += bool(fig["findings"])
@@ -111,7 +117,7 @@ def long_mode(args) -> int:
                   f"violations, {wall:.0f} s")
             for f in fig["findings"]:
                 print("   ", f)
-            record("bench_supervisor_kill9", kind="fault", name=f"bench: kill -9 of the supervisor x{fig['kills']}",
+            record("bench_supervisor_kill9", kind="fault", test="bench/chaos.py (long mode)", name=f"bench: kill -9 of the supervisor x{fig['kills']}",
                    injected=fig["kills"], survived=fig["resumes"] if not fig["findings"] else 0,
                    data_lost=len(fig["findings"]), note=f"{fig['decisions']} decisions; seed {args.seed}")
             failed += bool(fig["findings"])
@@ -126,7 +132,7 @@ def long_mode(args) -> int:
             print(f"flood: {args.flood_rounds} rounds x {posts * per_post} events; supervisor RSS MiB before and "
                   f"after each round {mib}; exit {fig['rc']}; {wall:.0f} s "
                   f"({fig['events'] / max(wall, 1e-9):.0f} events/s end to end)")
-            record("bench_flood", kind="fault", name=f"bench: {args.flood_rounds} floods of {posts * per_post} events",
+            record("bench_flood", kind="fault", test="bench/chaos.py (long mode)", name=f"bench: {args.flood_rounds} floods of {posts * per_post} events",
                    injected=fig["events"], survived=fig["events"] if fig["rc"] == 0 else 0, data_lost=0,
                    note=f"supervisor RSS MiB per round {mib}")
             failed += fig["rc"] != 0

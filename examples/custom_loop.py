@@ -93,7 +93,7 @@ class Trainer:
 
     def load(self, path: str | Path) -> None:
         verify_checkpoint(path)  # never load a checkpoint whose checksums fail
-        state = torch.load(Path(path) / "state.pt")
+        state = torch.load(Path(path) / "state.pt", weights_only=True)  # tensors and plain data only: no code
         with torch.no_grad():
             self.logits.copy_(state["logits"])
         self.opt.load_state_dict(state["opt"])

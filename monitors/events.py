@@ -2,13 +2,21 @@
 
 Parsing never raises anything but BadEvent, whose message names the line and the reason.
 NaN / Infinity / -Infinity are values, not errors; null means "not measured this step".
+A step is an integer 0 <= step < 2**53; a metric name holds no control characters.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
+
+# Steps are integers a float represents exactly (sinks, Prometheus and JSON readers hold them
+# as floats); beyond 2**53 two steps can read as one.
+MAX_STEP = 2**53
+SHOW_CHARS = 80  # a value quoted in a reason: a 5 MB string must not become a 5 MB journal line
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BadEvent(ValueError):
@@ -59,15 +67,26 @@ def starts_segment(last_step: int | None, last_attempt: int | None, ev: MetricEv
     return ev.attempt is not None and ev.attempt > (last_attempt or 0)
 
 
+def _show(v) -> str:
+    """repr(v), cut to SHOW_CHARS (hostile lines carry megabyte strings and 400-digit integers)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
+        return f"an integer of {len(str(abs(v)))} digits"
+    text = repr(v) if not isinstance(v, (dict, list)) else f"{type(v).__name__} of {len(v)} items"
+    return text if len(text) <= SHOW_CHARS else f"{text[:SHOW_CHARS]}... ({len(text)} chars)"
+
+
 def _number(name: str, v, lineno: int) -> float | None:
+    if _CONTROL.search(name):
+        raise BadEvent(f"metric name {_show(name)} contains a control character; names are printable text "
+                       "(docs/METRICS.md)", lineno)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise BadEvent(f"metric {name!r} is {type(v).__name__} {v!r}, expected a number or null", lineno)
+        raise BadEvent(f"metric {_show(name)} is {type(v).__name__} {_show(v)}, expected a number or null", lineno)
     try:
         return float(v)
     except OverflowError:  # a JSON integer beyond the float range (> ~1.8e308)
-        raise BadEvent(f"metric {name!r} is an integer too large for a float", lineno) from None
+        raise BadEvent(f"metric {_show(name)} is an integer too large for a float", lineno) from None
 
 
 def event_from_dict(obj, lineno: int = 0) -> MetricEvent:
@@ -80,7 +99,9 @@ def event_from_dict(obj, lineno: int = 0) -> MetricEvent:
         if isinstance(step, float) and step.is_integer() and step >= 0:
             step = int(step)
         else:
-            raise BadEvent(f"'step' must be an integer >= 0, got {step!r}", lineno)
+            raise BadEvent(f"'step' must be an integer >= 0, got {_show(step)}", lineno)
+    if step >= MAX_STEP:
+        raise BadEvent(f"'step' must be below 2**53 (exact as a float), got {_show(step)}", lineno)
     metrics = obj.get("metrics", {})
     if not isinstance(metrics, dict):
         raise BadEvent(f"'metrics' must be an object, got {type(metrics).__name__}", lineno)
@@ -90,11 +111,11 @@ def event_from_dict(obj, lineno: int = 0) -> MetricEvent:
         if isinstance(t, int) and not isinstance(t, bool) and abs(t) > 1e300:
             t = math.inf  # beyond the float range: refused just below, not an OverflowError
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-            raise BadEvent(f"'time' must be a finite number of seconds, got {t!r}", lineno)
+            raise BadEvent(f"'time' must be a finite number of seconds, got {_show(t)}", lineno)
         t = float(t)
     attempt = obj.get("attempt")
     if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0):
-        raise BadEvent(f"'attempt' must be an integer >= 0, got {attempt!r}", lineno)
+        raise BadEvent(f"'attempt' must be an integer >= 0, got {_show(attempt)}", lineno)
     extra = {k: v for k, v in obj.items() if k not in ("step", "time", "metrics", "attempt")}
     return MetricEvent(step=step, metrics=values, time=t, attempt=attempt, extra=extra)
 

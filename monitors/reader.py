@@ -2,6 +2,8 @@
 
 Bad input never stops the stream: each bad line is reported (line number and reason),
 counted in `bad_lines`, kept in `errors` (the first `max_errors_kept`), and skipped.
+A line longer than `max_line_bytes` (1 MiB) is a bad line, reported as soon as the limit is
+passed and skipped up to the next newline without being kept in memory.
 NaN / Infinity are values. A line without its trailing newline is not parsed while the file
 may still grow (follow=True): the writer may be half way through it (a torn write).
 A step lower than the previous one, or a higher `attempt`, starts a new segment (a rollback or
@@ -24,6 +26,7 @@ from pathlib import Path
 from monitors.events import BadEvent, MetricEvent, event_from_dict, parse_event_line, starts_segment
 
 _CHUNK = 1 << 16
+MAX_LINE_BYTES = 1 << 20  # an event line is a few hundred bytes; a longer one is garbage, not buffered
 
 
 class EventReader:
@@ -37,6 +40,7 @@ class EventReader:
         stop: Callable[[], bool] | None = None,
         on_error: Callable[[BadEvent], None] | None = None,
         max_errors_kept: int = 100,
+        max_line_bytes: int = MAX_LINE_BYTES,
         sleep: Callable[[float], None] = _time.sleep,
         clock: Callable[[], float] = _time.monotonic,
     ):
@@ -55,6 +59,7 @@ class EventReader:
         self.stop = stop
         self.on_error = on_error
         self.max_errors_kept = max_errors_kept
+        self.max_line_bytes = max_line_bytes
         self.sleep = sleep
         self.clock = clock
         self.bad_lines = 0
@@ -64,7 +69,11 @@ class EventReader:
         self.segments = 1
         self.last_step: int | None = None
         self.last_attempt: int | None = None
-        self._buf = b""
+        # The unfinished line, as a list of pieces: joined once its newline arrives (appending
+        # to one bytes object copies it each time, quadratic in the line's length).
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._skipping = False  # inside a line already reported as too long
         self._fh = None
         self._pos = 0
 
@@ -74,25 +83,49 @@ class EventReader:
         """Append raw text (any split, even mid-line); returns the events of the lines it completed."""
         if isinstance(chunk, str):
             chunk = chunk.encode("utf-8")
-        self._buf += chunk
-        if b"\n" not in chunk:
-            return []
-        *complete, self._buf = self._buf.split(b"\n")
+        pieces = chunk.split(b"\n")
         out = []
-        for line in complete:
-            ev = self.parse_line(line)
-            if ev is not None:
-                out.append(ev)
+        for i, piece in enumerate(pieces):
+            ends_line = i < len(pieces) - 1
+            if self._skipping:
+                self._skipping = not ends_line  # the newline ends the line that was too long
+                continue
+            self._pending.append(piece)
+            self._pending_len += len(piece)
+            if self._pending_len > self.max_line_bytes:
+                self._drop_pending()
+                self._too_long()
+                self._skipping = not ends_line
+                continue
+            if ends_line:
+                line = self._drop_pending()
+                ev = self.parse_line(line)
+                if ev is not None:
+                    out.append(ev)
         return out
 
     def flush(self) -> list[MetricEvent]:
         """The stream is over: parse a final line that had no trailing newline."""
-        rest, self._buf = self._buf, b""
+        rest = self._drop_pending()
+        self._skipping = False
         ev = self.parse_line(rest) if rest.strip() else None
         return [ev] if ev is not None else []
 
+    def _drop_pending(self) -> bytes:
+        line = b"".join(self._pending)
+        self._pending, self._pending_len = [], 0
+        return line
+
+    def _too_long(self) -> None:
+        self.lineno += 1
+        self._bad(BadEvent(f"line longer than {self.max_line_bytes} bytes: skipped to the next newline",
+                           self.lineno))
+
     def parse_line(self, line: str | bytes) -> MetricEvent | None:
         """One line (numbered in order); None for blank and bad lines (bad ones are recorded)."""
+        if len(line) > self.max_line_bytes:
+            self._too_long()
+            return None
         self.lineno += 1
         if not line.strip():
             return None
@@ -145,7 +178,8 @@ class EventReader:
             if size < self._pos:  # truncated or replaced in place: start over, the old lines are gone
                 self._fh.seek(0)
                 self._pos = 0
-                self._buf = b""
+                self._drop_pending()
+                self._skipping = False
             out: list[MetricEvent] = []
             while True:
                 chunk = self._fh.read(_CHUNK)

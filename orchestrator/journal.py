@@ -16,8 +16,9 @@ Other kinds: alert, checkpoint, restart, state, operator, note (see the methods)
 `seq` increases by one per line across reopenings; `decision_id` is "d-" + the seq of the
 decided line, so it is unique in the file.
 
-Crash safety: a line is written with one write() on an O_APPEND descriptor and fsynced
-before the call returns. A crash can still leave a torn last line; reading detects it
+Crash safety: a line is written on an O_APPEND descriptor and fsynced before the call
+returns; a write that stops short (disk full) is truncated back and raised, never left as a
+fragment. A crash can still leave a torn last line; reading detects it
 (no newline and not valid JSON), ignores and reports it, and reopening for append first
 terminates it so the next entry starts on a line of its own. One writer at a time: the
 journal holds an exclusive flock while open.
@@ -25,6 +26,7 @@ journal holds an exclusive flock while open.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -119,7 +121,7 @@ class Journal:
         self.recovered = read_journal(self.path)
         if not self.recovered.ends_with_newline:
             # Terminate a torn (or newline-less) last line so the next entry is a line of its own.
-            os.write(self._fd, b"\n")
+            self._write_all(b"\n")
             os.fsync(self._fd)
         self._seq = max((e["seq"] for e in self.recovered.entries), default=0)
         self._decided: dict[str, dict] = {}
@@ -138,11 +140,29 @@ class Journal:
                 raise JournalError(f"{self.path}: journal is closed")
             entry = {"seq": self._seq + 1, "time": round(self._clock(), 6), "kind": kind, **fields}
             line = json.dumps(entry, allow_nan=True, default=str) + "\n"
-            os.write(self._fd, line.encode("utf-8"))
+            self._write_all(line.encode("utf-8"))
             os.fsync(self._fd)
             self._seq += 1
             self._index(entry)
             return entry
+
+    def _write_all(self, data: bytes) -> None:
+        """All of `data`, or nothing: os.write may write part of it (disk full, file size limit),
+        and a fragment left behind would glue the next entry to it. Raises OSError."""
+        start = os.lseek(self._fd, 0, os.SEEK_END)  # we hold the only writer's lock: the entry starts here
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, f"{self.path}: nothing written")
+                view = view[n:]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass  # the reader still ignores a torn last line, and reopening terminates it
+            raise
 
     def decided(
         self,

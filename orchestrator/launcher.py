@@ -8,6 +8,7 @@ and so that a Ctrl-C in the supervisor's terminal does not kill the training.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger("rlguard.launcher")
 
 
 def builtin_worker_argv() -> list[str]:
@@ -73,6 +76,7 @@ class WorkerProcess:
     log_path: Path | None = None
     popen: subprocess.Popen | None = None
     killed_by_us: bool = False
+    start_ticks: int | None = None  # /proc/PID/stat starttime: tells this process from a later one with its pid
 
     def poll(self) -> tuple[bool, int | None]:
         """(exited, returncode); returncode None when exited but not our child."""
@@ -100,7 +104,7 @@ class WorkerProcess:
 
     def to_dict(self) -> dict:
         return {"attempt": self.attempt, "pid": self.pid, "pgid": self.pgid, "argv": self.argv,
-                "log": str(self.log_path) if self.log_path else None}
+                "log": str(self.log_path) if self.log_path else None, "start_ticks": self.start_ticks}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -115,6 +119,32 @@ def _pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When `pid` started (clock ticks after boot; field 22 of /proc/PID/stat), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _environ_has(pid: int, key: str, value: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{key}={value}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def same_worker(pid: int, info: dict, run_dir: Path | None) -> bool:
+    """Is `pid` still the worker `info` (supervisor.json) describes, or a later process that got
+    its pid? Same start time; for a record without one, this run directory in its environment."""
+    recorded = info.get("start_ticks")
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        return process_start_ticks(pid) == recorded
+    return run_dir is not None and _environ_has(pid, "RLGUARD_RUN_DIR", str(run_dir))
 
 
 def _group_alive(pgid: int) -> bool:
@@ -161,17 +191,22 @@ class Launcher:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                      env=env, cwd=os.getcwd(), start_new_session=True)
         return WorkerProcess(attempt=attempt, pid=popen.pid, pgid=popen.pid, started=clock(), argv=argv,
-                             log_path=log_path, popen=popen)
+                             log_path=log_path, popen=popen, start_ticks=process_start_ticks(popen.pid))
 
     @staticmethod
-    def reattach(info: dict, clock=time.monotonic) -> WorkerProcess | None:
-        """The worker a previous supervisor started, if it is still alive."""
+    def reattach(info: dict, clock=time.monotonic, run_dir: Path | None = None) -> WorkerProcess | None:
+        """The worker a previous supervisor started, if it is still alive and still that process:
+        a pid the kernel has since given to another process must never be signalled."""
         pid = int(info.get("pid") or 0)
         if pid <= 0 or not _pid_alive(pid):
             return None
+        if not same_worker(pid, info, run_dir):
+            log.warning("pid %d from supervisor.json now belongs to another process: not reattaching", pid)
+            return None
         return WorkerProcess(attempt=int(info.get("attempt", 0)), pid=pid, pgid=int(info.get("pgid") or pid),
                              started=clock(), argv=list(info.get("argv") or []),
-                             log_path=Path(info["log"]) if info.get("log") else None)
+                             log_path=Path(info["log"]) if info.get("log") else None,
+                             start_ticks=process_start_ticks(pid))
 
 
 def tail(path: Path | None, lines: int = 15) -> str:

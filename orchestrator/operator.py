@@ -29,11 +29,46 @@ if TYPE_CHECKING:
 ACTIVE = (RunState.STARTING, RunState.RUNNING, RunState.PAUSED, RunState.ROLLING_BACK, RunState.RESTARTING)
 
 
+ACTIONS = ("pause", "resume", "approve", "rollback", "relax", "halt")
+TEXT_CHARS = 500  # a reason or source longer than this is cut: it goes into the journal and the decision
+
+
+def validated_args(action: str, body: dict) -> tuple[dict | None, str]:
+    """(the arguments to journal and act on, "") or (None, the 400 error). Only these fields, checked,
+    reach the journal: never the body as sent."""
+    if action == "approve":
+        did, approve = body.get("decision_id"), body.get("approve", True)
+        if not isinstance(did, str) or len(did) > 64 or not isinstance(approve, bool):
+            return None, 'expected {"decision_id": "d-000123", "approve": true|false}'
+        return {"decision_id": did, "approve": approve}, ""
+    if action == "rollback":
+        to_step = body.get("to_step")
+        if isinstance(to_step, bool) or not isinstance(to_step, int):
+            return None, 'expected {"to_step": N} with N the step of a known checkpoint'
+        skip = body.get("skip_batches", 0)
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            return None, (f"'skip_batches' must be an integer >= 0 (batches to skip after the restored step), "
+                          f"got {str(skip)[:40]!r}")
+        return {"to_step": to_step, "skip_batches": skip}, ""
+    if action == "halt":
+        reason = body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            return None, f"'reason' must be a string, got {type(reason).__name__}"
+        return ({"reason": reason[:TEXT_CHARS]} if reason else {}), ""
+    return {}, ""
+
+
 def handle_operator(sup: Supervisor, action: str, body: dict) -> tuple[int, dict]:
     live = sup.live
+    if action not in ACTIONS:
+        return 404, {"error": f"unknown action {action[:40]!r}"}
     if live.state not in ACTIVE:
         return 409, {"error": f"the run is {live.state.value}: nothing to {action}"}
-    sup.journal.operator(action, body, source=str(body.get("source", "api")))
+    args, error = validated_args(action, body)
+    if args is None:
+        return 400, {"error": error}
+    source = str(body.get("source", "api"))[:TEXT_CHARS]
+    sup.journal.operator(action, args, source=source)  # journaled once valid, before anything is done
     step = live.step or 0
     if action == "pause":
         if live.operator_paused:
@@ -53,22 +88,13 @@ def handle_operator(sup: Supervisor, action: str, body: dict) -> tuple[int, dict
             sup.set_state(RunState.RUNNING, "resumed by an operator")
         return 200, {"ok": True, "state": live.state.value}
     if action == "approve":
-        did = body.get("decision_id")
-        approve = body.get("approve", True)
-        if not isinstance(did, str) or not isinstance(approve, bool):
-            return 400, {"error": 'expected {"decision_id": "d-000123", "approve": true|false}'}
-        if not answer_approval(sup, did, approve, by=str(body.get("source", "operator"))):
+        did, approve = args["decision_id"], args["approve"]
+        if not answer_approval(sup, did, approve, by=str(body.get("source", "operator"))[:TEXT_CHARS]):
             pending = live.approval.decision_id if live.approval else None
             return 404, {"error": f"no pending approval {did!r}", "pending": pending}
         return 200, {"ok": True, "decision_id": did, "approved": approve}
     if action == "rollback":
-        to_step = body.get("to_step")
-        if isinstance(to_step, bool) or not isinstance(to_step, int):
-            return 400, {"error": 'expected {"to_step": N} with N the step of a known checkpoint'}
-        skip = body.get("skip_batches", 0)
-        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-            return 400, {"error": f"'skip_batches' must be an integer >= 0 (batches to skip after the "
-                                  f"restored step), got {skip!r}"}
+        to_step, skip = args["to_step"], args["skip_batches"]
         entry = sup.registry.get(to_step)
         known = [e.step for e in sup.registry.entries() if e.health is not Health.CORRUPT]
         if entry is None or entry.health is Health.CORRUPT:
@@ -81,9 +107,9 @@ def handle_operator(sup: Supervisor, action: str, body: dict) -> tuple[int, dict
                      params=dict(live.initial_constraints))
         return _operator_decision(sup, d)
     if action == "halt":
-        d = Decision(Action.HALT, step, f"operator halt: {body.get('reason') or 'no reason given'}")
+        d = Decision(Action.HALT, step, f"operator halt: {args.get('reason') or 'no reason given'}")
         return _operator_decision(sup, d)
-    return 404, {"error": f"unknown action {action!r}"}
+    return 404, {"error": f"unknown action {action!r}"}  # ACTIONS lists one this function does not handle
 
 
 def _operator_decision(sup: Supervisor, d: Decision) -> tuple[int, dict]:

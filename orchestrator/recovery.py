@@ -141,7 +141,7 @@ def _replay_metrics(sup: Supervisor, events: list) -> None:
 def _reattach(sup: Supervisor) -> None:
     live = sup.live
     info = (sup.previous_info or {}).get("worker") or {}
-    worker = Launcher.reattach(info, clock=sup.clock) if info else None
+    worker = Launcher.reattach(info, clock=sup.clock, run_dir=sup.files.run_dir) if info else None
     if worker is not None:
         live.worker = worker
         live.launch_attempt = worker.attempt

@@ -112,9 +112,10 @@ class CheckpointEntry:
 
     @classmethod
     def from_dict(cls, d: dict) -> CheckpointEntry:
+        step = int(d["step"])
         return cls(
-            step=int(d["step"]),
-            name=str(d["name"]),
+            step=step,
+            name=checkpoint_dir_name(step),  # never the file's "name": it could point outside checkpoints/
             health=Health(d.get("health", "pending")),
             pinned=bool(d.get("pinned", False)),
             created=d.get("created"),
@@ -221,10 +222,9 @@ class CheckpointRegistry:
                 h = Health(health)
             except ValueError:
                 continue
-            name = Path(str(e.get("path") or checkpoint_dir_name(step))).name
             old = self._entries.get(step)
             pinned = bool(e.get("pinned", old.pinned if old else False))
-            self._entries[step] = CheckpointEntry(step, name, h, pinned=pinned, note=str(e.get("note", "")))
+            self._entries[step] = CheckpointEntry(step, checkpoint_dir_name(step), h, pinned=pinned, note=str(e.get("note", "")))
             # Until the manifest is read, `created` holds the time of the last line about it: a
             # manifest created after that is a checkpoint written again (after a rollback) that
             # the journal never heard of.
@@ -246,6 +246,7 @@ class CheckpointRegistry:
             entry = self._entries.get(step)
             if entry is None:
                 entry = self._entries[step] = CheckpointEntry(step, p.name)
+            entry.name = p.name  # the directory found for this step under root, whatever was recorded
             known_as = entry.created
             self._read_manifest_into(entry)
             rewritten = isinstance(known_as, (int, float)) and isinstance(entry.created, (int, float))

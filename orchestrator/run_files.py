@@ -22,6 +22,7 @@ import yaml
 
 from orchestrator.journal import Journal, read_journal
 from orchestrator.registry import CheckpointRegistry
+from ppo.checkpoint_files import fsync_path, recover_interrupted_replace
 
 log = logging.getLogger("rlguard.run_files")
 
@@ -39,6 +40,7 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
         os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+    fsync_path(path.parent)  # the rename is durable only once the directory is
 
 
 class RunFiles:
@@ -64,8 +66,12 @@ class RunFiles:
     def remove_partial_checkpoints(self) -> list[str]:
         """Delete the temp directories of checkpoint writes that were killed (call only while no
         worker runs). Complete checkpoints are renamed into place atomically, so a `.tmp-*` or
-        `.old-*` directory is never a checkpoint anyone can load."""
+        `.old-*` directory is never a checkpoint anyone can load, with one exception first put
+        right: a crash between the two renames of a replaced step leaves no `step-N` but a
+        complete `.tmp-`/`.old-` copy, which is renamed into place (never deleted)."""
         removed = []
+        for promoted in recover_interrupted_replace(self.checkpoints_dir):
+            log.warning("checkpoint replace interrupted by a crash, completed: %s", promoted)
         if self.checkpoints_dir.is_dir():
             for p in self.checkpoints_dir.iterdir():
                 if p.is_dir() and (p.name.startswith(".tmp-step-") or p.name.startswith(".old-step-")):

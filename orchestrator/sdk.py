@@ -59,6 +59,7 @@ from pathlib import Path
 
 from monitors.events import MetricEvent
 from orchestrator.commands import Ack, Command, CommandKind
+from ppo.checkpoint_files import fsync_path
 
 log = logging.getLogger("rlguard.sdk")
 
@@ -229,8 +230,12 @@ class WorkerClient:
             status_doc = {"attempt": self.attempt, "pid": os.getpid(), "status": status,
                           "step": self._last_step, "time": time.time()}
             tmp = self.run_dir / f".worker-status.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(status_doc))
+            with open(tmp, "w") as f:
+                f.write(json.dumps(status_doc))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, self.run_dir / "worker-status.json")
+            fsync_path(self.run_dir)  # durable rename: a supervisor reading it after a power cut sees it
 
     def __enter__(self) -> WorkerClient:
         return self

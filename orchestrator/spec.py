@@ -27,7 +27,9 @@ class ConfigError(ValueError):
 
 
 class SupervisorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: `.inf` is valid YAML for a float, and an infinite tick or timeout
+    # ends as an OverflowError far from the config (time.sleep(inf), deadlines).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     command: list[str] | str | None = Field(
         None,

@@ -14,6 +14,8 @@ somebody else's trainer, so actions are carried out by the user's hook commands:
   RLGUARD_RUN_DIR, RLGUARD_METRICS;
 - exit 0 -> the decision is journaled `done`, anything else (or a timeout) -> `failed` with
   the exit status and the end of its output. A hook failure is journaled, never fatal;
+  control characters in the environment values are spelled out (`\\x00`); watch waits for the
+  hook's own shell only: a child it leaves running is not waited for (its output is not read);
 - an action without a hook is journaled `skipped` ("no hook"), except notify, which is done by
   the journal, the dashboards and /metrics themselves;
 - hooks run one at a time on the watch loop (the decision order is the action order): the
@@ -40,10 +42,12 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -57,6 +61,11 @@ log = logging.getLogger("rlguard.watch")
 
 EXIT_OK, EXIT_USAGE, EXIT_HALTED = 0, 2, 3
 OUTPUT_TAIL_CHARS = 2000
+# A file of garbage is thousands of bad lines: the first few are journaled (each an fsynced
+# line), the rest counted in the watch_stopped note.
+MAX_BAD_LINE_NOTES = 20
+BAD_LINE_REASON_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class HookRunner:
@@ -74,27 +83,52 @@ class HookRunner:
                 return "done", "notified (journal, dashboards, /metrics)"
             return "skipped", (f"no hook for {d.action.value}: rlguard watch cannot act on this run itself; "
                                f"add --hook {d.action.value}='COMMAND'")
-        env = {**os.environ, **self.env, "RLGUARD_ACTION": d.action.value, "RLGUARD_STEP": str(d.step),
+        env = {**os.environ, **{k: _printable(v) for k, v in self.env.items()},
+               "RLGUARD_ACTION": d.action.value, "RLGUARD_STEP": str(d.step),
                "RLGUARD_TARGET_STEP": "" if d.target_step is None else str(d.target_step),
-               "RLGUARD_PARAMS": json.dumps(d.params), "RLGUARD_REASON": d.reason,
-               "RLGUARD_DECISION_ID": decision_id}
+               "RLGUARD_PARAMS": json.dumps(d.params), "RLGUARD_REASON": _printable(d.reason),
+               "RLGUARD_DECISION_ID": _printable(decision_id)}
         body = json.dumps({**d.to_dict(), "decision_id": decision_id}, allow_nan=True)
         try:
-            # Its own process group: a timeout kills the shell *and* what it started (a bare kill of
-            # the shell would leave a grandchild holding the output pipes, and watch waiting on them).
-            proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-        except OSError as e:
-            return "failed", f"hook {cmd!r} could not start: {e}"
-        try:
-            stdout, stderr = proc.communicate(body, timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            stdout, stderr = proc.communicate()
-            return "failed", f"hook {cmd!r} timed out after {self.timeout_s:g} s (killed){_tail(stderr or stdout)}"
+            return self._run(cmd, env, body)
+        except Exception as e:  # noqa: BLE001 - a hook never takes the guard down: the decision gets an outcome
+            return "failed", f"hook {cmd!r} could not run: {type(e).__name__}: {e}"
+
+    def _run(self, cmd: str, env: dict[str, str], body: str) -> tuple[str, str]:
+        # Files, not pipes, for stdin and the output: a child the hook leaves behind (backgrounded,
+        # or escaped from the group with setsid) can then hold nothing watch waits on; watch waits
+        # for the hook's shell only, and no longer than the timeout.
+        with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as output:
+            stdin.write(body.encode("utf-8"))
+            stdin.seek(0)
+            try:
+                # Its own process group: a timeout kills the shell *and* what it started.
+                proc = subprocess.Popen(cmd, shell=True, stdin=stdin, stdout=output, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True)
+            except OSError as e:
+                return "failed", f"hook {cmd!r} could not start: {e}"
+            try:
+                proc.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                proc.wait()  # the shell itself: SIGKILLed, it ends at once
+                return "failed", f"hook {cmd!r} timed out after {self.timeout_s:g} s (killed){_tail(_read_tail(output))}"
+            text = _read_tail(output)
         if proc.returncode != 0:
-            return "failed", f"hook {cmd!r} exited {proc.returncode}{_tail(stderr or stdout)}"
-        return "done", f"hook {cmd!r} exited 0{_tail(stdout)}"
+            return "failed", f"hook {cmd!r} exited {proc.returncode}{_tail(text)}"
+        return "done", f"hook {cmd!r} exited 0{_tail(text)}"
+
+
+def _printable(text: str) -> str:
+    """Control characters spelled out (\\x00): an environment value cannot hold a NUL, and a
+    newline or an escape sequence in a reason should not reach a shell or a terminal raw."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _read_tail(f) -> str:
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - 4 * OUTPUT_TAIL_CHARS))
+    return f.read().decode("utf-8", "replace")
 
 
 def _kill_group(pgid: int) -> None:
@@ -141,6 +175,7 @@ class Watcher:
         self.halted = False
         self.step: int | None = None
         self.events = 0
+        self.bad_lines = 0
         self.recent_alerts: list[dict] = []
         self._lock = threading.Lock()  # status() is read from the HTTP thread
 
@@ -159,6 +194,17 @@ class Watcher:
         for d in decisions:
             self.carry_out(d, alerts)
         return decisions
+
+    def bad_line(self, e, source: Path) -> None:
+        """A line that is not an event: journaled while there are few, then only counted."""
+        self.bad_lines += 1
+        if self.bad_lines <= MAX_BAD_LINE_NOTES:
+            reason = e.reason if len(e.reason) <= BAD_LINE_REASON_CHARS else e.reason[:BAD_LINE_REASON_CHARS] + "..."
+            self.journal.note(f"bad line {e.lineno} in {source}: {reason}", event="bad_event", lineno=e.lineno)
+        elif self.bad_lines == MAX_BAD_LINE_NOTES + 1:
+            self.journal.note(f"more than {MAX_BAD_LINE_NOTES} bad lines in {source}: the rest are counted, not "
+                              "journaled (bad_lines in the watch_stopped note)", event="bad_events_suppressed",
+                              lineno=e.lineno)
 
     def check_stall(self, now: float | None = None) -> list[Alert]:
         alerts = self.monitors.check_stall(time.time() if now is None else now)
@@ -196,7 +242,8 @@ class Watcher:
                     "sink_errors": self.sinks.error_total}
 
     def close(self, reason: str) -> None:
-        self.journal.note(f"watch stopped: {reason}", event="watch_stopped", step=self.step, events=self.events)
+        self.journal.note(f"watch stopped: {reason}", event="watch_stopped", step=self.step, events=self.events,
+                          bad_lines=self.bad_lines)
         self.journal.close()
         self.sinks.close()
 
@@ -338,8 +385,7 @@ def follow(watcher: Watcher, metrics: Path, stop: threading.Event, *, idle_s: fl
         return stop.is_set() or watcher.halted
 
     reader = EventReader(metrics, follow=True, poll_interval_s=poll_s, idle_timeout_s=idle_s, stop=should_stop,
-                         on_error=lambda e: watcher.journal.note(f"bad line {e.lineno} in {metrics}: {e.reason}",
-                                                                 event="bad_event", lineno=e.lineno),
+                         on_error=lambda e: watcher.bad_line(e, metrics),
                          sleep=lambda s: stop.wait(s))
     for event in reader:
         watcher.handle(event)

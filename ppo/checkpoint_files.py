@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from pathlib import Path
 
 FORMAT = "rlguard-checkpoint/1"
 MANIFEST = "manifest.json"
+_STEP_DIR = re.compile(r"step-\d+")
+_LEFTOVER = re.compile(r"\.(tmp|old)-(step-\d+)-")  # temp / replaced copies of write_checkpoint_dir
 
 
 class CheckpointError(Exception):
@@ -124,14 +127,28 @@ def read_manifest(ckpt_dir: str | Path) -> dict:
 
 
 def verify_checkpoint(ckpt_dir: str | Path) -> dict:
-    """Check every file against the manifest; return the manifest or raise CheckpointError."""
+    """Check every file against the manifest; return the manifest or raise CheckpointError.
+
+    Every file in the directory must be listed (a loader reads files by name: an unlisted one
+    would be read unchecked), and a directory named step-NNNNNN must hold that step."""
     ckpt_dir = Path(ckpt_dir)
     manifest = read_manifest(ckpt_dir)
+    mpath = ckpt_dir / MANIFEST
+    step = manifest.get("step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise CheckpointError(mpath, f"'step' must be an integer, got {str(step)[:40]!r}")
+    if _STEP_DIR.fullmatch(ckpt_dir.name) and int(ckpt_dir.name[5:]) != step:
+        raise CheckpointError(mpath, f"says step {step} but the directory is {ckpt_dir.name}: moved or "
+                              "tampered with; use another checkpoint")
     root = ckpt_dir.resolve()
+    listed = set()
     for rel, info in manifest["files"].items():
         p = (ckpt_dir / rel).resolve()
         if root not in p.parents:
             raise CheckpointError(ckpt_dir / rel, "manifest names a file outside the checkpoint directory")
+        if not isinstance(info, dict):
+            raise CheckpointError(mpath, f"the entry of {rel!r} is not an object with sha256 and bytes")
+        listed.add(p)
         if not p.is_file():
             raise CheckpointError(p, "file listed in manifest.json is missing")
         size = p.stat().st_size
@@ -139,6 +156,50 @@ def verify_checkpoint(ckpt_dir: str | Path) -> dict:
             raise CheckpointError(p, f"size {size} bytes != {info.get('bytes')} in manifest.json (truncated?)")
         if sha256_file(p) != info.get("sha256"):
             raise CheckpointError(p, "sha256 does not match manifest.json (corrupted)")
+    for p in sorted(ckpt_dir.rglob("*")):
+        if p.name != MANIFEST or p.parent != ckpt_dir:
+            if (p.is_file() or p.is_symlink()) and p.resolve() not in listed:
+                raise CheckpointError(p, "file not listed in manifest.json (it would be loaded unchecked): "
+                                      "added after the checkpoint was written; use another checkpoint")
+    return manifest
+
+
+def recover_interrupted_replace(root: str | Path) -> list[str]:
+    """Finish what a crash interrupted, before temp directories are deleted. Replacing step N
+    renames step-N to .old-step-N-*, then .tmp-step-N-* to step-N: a crash in between leaves no
+    step-N and two complete copies. The newer (.tmp-) one is put in place if it verifies, else
+    the older one. Returns what was renamed ("NAME -> step-N")."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    leftovers: dict[str, list[Path]] = {}
+    for p in root.iterdir():
+        m = _LEFTOVER.match(p.name)
+        if m and p.is_dir():
+            leftovers.setdefault(m.group(2), []).append(p)
+    promoted = []
+    for name, dirs in sorted(leftovers.items()):
+        final = root / name
+        if final.exists():
+            continue  # the replace got through its second rename: the leftovers are only garbage
+        # .tmp- (the new copy) before .old- (the one it replaces); newest first within each
+        for candidate in sorted(dirs, key=lambda d: (not d.name.startswith(".tmp-"), -d.stat().st_mtime)):
+            try:
+                verify_checkpoint_as(candidate, name)
+            except CheckpointError:
+                continue
+            os.rename(candidate, final)
+            fsync_path(root)
+            promoted.append(f"{candidate.name} -> {name}")
+            break
+    return promoted
+
+
+def verify_checkpoint_as(ckpt_dir: Path, name: str) -> dict:
+    """verify_checkpoint for a directory that will be renamed to `name` (step-NNNNNN)."""
+    manifest = verify_checkpoint(ckpt_dir)
+    if manifest["step"] != int(name[5:]):
+        raise CheckpointError(ckpt_dir / MANIFEST, f"says step {manifest['step']}, not that of {name}")
     return manifest
 
 

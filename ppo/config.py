@@ -63,7 +63,8 @@ CRITIC_LR_DEFAULT = {"separate": 3e-5, "shared_backbone": 1e-4}
 class TrainConfig(BaseModel):
     """PPO-RLHF training run. Units are in the names where they are not obvious."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `--set lr=.inf` (or inf, nan) is a float to YAML; no field means it.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # --- what to train -------------------------------------------------------------------
     preset: Literal["ppo_max", "ppo_max_paper", "vanilla"] = Field(

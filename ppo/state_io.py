@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ppo.checkpoint_files import CheckpointError
 
 
 def write_json(path: Path, obj) -> None:
@@ -21,7 +24,11 @@ def write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path):
-    return json.loads(path.read_text())
+    """The JSON in `path`; CheckpointError naming the file when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(path, f"unreadable JSON ({e})") from None
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -29,7 +36,11 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """The tensors in `path`; CheckpointError naming the file when it is missing or not safetensors."""
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(path, f"not a readable safetensors file ({e})") from None
 
 
 def optimizer_payload(opt: torch.optim.Optimizer, copy=None) -> tuple[dict[str, torch.Tensor], dict]:

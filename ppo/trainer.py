@@ -445,8 +445,8 @@ class PPOTrainer:
             self._restore_rng(path, state)
         except CheckpointError:
             raise
-        except (KeyError, ValueError, OSError) as e:
-            raise CheckpointError(path, f"unreadable training state ({e})") from None
+        except (KeyError, ValueError, OSError, TypeError, IndexError) as e:
+            raise CheckpointError(path, f"unreadable training state ({type(e).__name__}: {e})") from None
         self.step = int(state["step"])
         self._constraints = {k: float(v) for k, v in state["constraints"].items()}
         self.reward_stats.load_state_dict(state["reward_stats"])

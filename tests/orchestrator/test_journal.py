@@ -169,3 +169,41 @@ def test_decision_history_rebuilds_the_policy_engine(tmp_path):
     rebuilt.replay_journal(history)
     assert rebuilt.state_dict()["rollbacks"] == engine.state_dict()["rollbacks"]
     assert rebuilt.in_cooldown()
+
+
+SHORT_WRITE = r"""
+import resource, signal, sys
+from orchestrator.journal import Journal
+path = sys.argv[1]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: EFBIG, not a killed process
+j = Journal(path)
+j.note("before")
+size = j.path.stat().st_size
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))  # room for 100 bytes: the next write stops short
+try:
+    j.note("x" * 1000)
+    print("no error")
+except OSError as e:
+    print("raised", e.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space again
+j.note("after")
+j.close()
+"""
+
+
+def test_a_short_write_is_truncated_back_and_raised_never_glued_to_the_next_entry(tmp_path):
+    """A real short write: the kernel stops a write at RLIMIT_FSIZE (like a disk that fills up)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    path = tmp_path / "journal.jsonl"
+    proc = subprocess.run([sys.executable, "-c", SHORT_WRITE, str(path)], cwd=repo, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "raised", proc.stdout
+    read = read_journal(path)
+    assert read.bad_lines == [] and read.ends_with_newline
+    assert [(e["seq"], e["message"]) for e in read.entries] == [(1, "before"), (2, "after")]

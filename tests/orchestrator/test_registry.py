@@ -221,3 +221,25 @@ def test_a_held_rollback_target_is_never_pruned_and_only_demoted_by_an_earlier_o
     # once the rollback is over, retention applies again
     pruned = reopened.release(2)
     assert 2 in pruned and 2 not in on_disk(tmp_path) and reopened.held == set()
+
+
+def test_a_name_in_registry_json_never_points_outside_checkpoints(tmp_path):
+    """registry.json is a file on disk like any other: its `name` could say ../../somewhere.
+    The directory of a checkpoint is derived from its step, never taken from the file."""
+    root = tmp_path / "checkpoints"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    reg = CheckpointRegistry.open(root, RegistryConfig(keep_last=10))
+    reg.add(5, write(root, 5))
+    reg.save()
+    data = json.loads((root / "registry.json").read_text())
+    data["entries"][0]["name"] = "../elsewhere"
+    (root / "registry.json").write_text(json.dumps(data))
+    reg = CheckpointRegistry.open(root, RegistryConfig(keep_last=10))
+    assert reg.path_of(reg.get(5)) == root / "step-000005"
+    assert json.loads((root / "registry.json").read_text())["entries"][0]["name"] == "step-000005"
+    # from the journal too
+    journal = [{"kind": "checkpoint", "step": 5, "path": str(outside), "health": "healthy", "time": 0}]
+    reg = CheckpointRegistry.rebuild(root, RegistryConfig(keep_last=10), journal_entries=journal)
+    assert reg.path_of(reg.get(5)) == root / "step-000005"
+    assert outside.is_dir()

@@ -105,7 +105,8 @@ def test_control_api_requires_the_token_and_steers_the_run(tmp_path):
     decisions = [e for e in journal(run_dir) if e["kind"] == "decision" and e["phase"] == "decided"]
     assert [d["decision"]["reason"] for d in decisions] == ["operator rollback to step 4", "operator halt: test over"]
     ops = [e["command"] for e in journal(run_dir) if e["kind"] == "operator"]
-    assert ops == ["pause", "resume", "rollback", "rollback", "approve", "rollback", "halt"]
+    # the rollback to "../../etc" was a bad body (400): refused before the journal
+    assert ops == ["pause", "resume", "rollback", "approve", "rollback", "halt"]
     assert story(run_dir)[-1] == ("state", "halted")
 
 

@@ -136,3 +136,21 @@ def test_resume_keeps_saved_constraints_unless_new_ones_are_given(checkpoint, lm
     assert new.last_metrics["kl_coef"] == 0.01
     events = [json.loads(x) for x in (tmp_path / "new" / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events] == [2]  # continues after the checkpoint's step 1
+
+
+def test_a_listed_and_hashed_file_that_is_not_safetensors_is_a_checkpoint_error(checkpoint, lm, tmp_path):
+    """The manifest's hashes only prove the bytes are the ones written: bytes that are not a
+    safetensors file (a writer bug, a hand-edited manifest) are a CheckpointError naming the file,
+    not a SafetensorError crash."""
+    from ppo.checkpoint_files import sha256_file
+
+    bad = shutil.copytree(checkpoint, tmp_path / "step-000001")
+    (bad / "policy.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["files"]["policy.safetensors"] = {"sha256": sha256_file(bad / "policy.safetensors"),
+                                               "bytes": (bad / "policy.safetensors").stat().st_size}
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    t = PPOTrainer(load_train_config(None, fast_overrides(lm)))
+    with pytest.raises(CheckpointError, match=r"policy\.safetensors: not a readable safetensors file"):
+        t.load_checkpoint(bad)
+    assert t.step == 0

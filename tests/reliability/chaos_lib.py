@@ -294,12 +294,17 @@ def check_run(run_dir: Path, batch: int = 4) -> tuple[dict, list[str]]:
 def record(key: str, **figures) -> None:
     """Merge one test's figures into artifacts/reliability.json (read by bench/chaos.py --report).
 
-    Keys: kind ("fault" or "input"), name, injected/tried, survived/refused, data_lost, crashes, note."""
+    Keys: kind ("fault" or "input"), name, injected/tried, survived/refused, data_lost, crashes, note;
+    test (the pytest node that measured them) is added when called under pytest."""
     SUMMARY_PATH.parent.mkdir(parents=True, exist_ok=True)
     try:
         doc = json.loads(SUMMARY_PATH.read_text())
     except (OSError, ValueError):
         doc = {}
+    # The test that measured the figures, named beside them in RELIABILITY.md ("file::test").
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0].split("[")[0]
+    test = test.replace("tests/reliability/", "") if test else ""
+    figures = {"test": test, **figures} if test else figures
     doc.setdefault("entries", {})[key] = dict(figures, recorded=time.strftime("%Y-%m-%d %H:%M:%S"))
     tmp = SUMMARY_PATH.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))

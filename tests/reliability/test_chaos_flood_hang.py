@@ -4,7 +4,9 @@ Flood: the worker posts rounds of raw batches to /api/worker/sync (100k events p
 bench/chaos.py, fewer here), or events with thousands of never-seen metric names. The
 supervisor runs as `rlguard run` in a child process with its default sinks (Prometheus
 exporter, live dashboard history), and its resident memory is read from /proc/PID/status
-after each round: memory may grow once (warm-up) but must not keep growing round after round.
+after each round. Memory does grow round after round with repeated metric names (about
+2.8 MiB per 10k events, measured over 10 rounds with flood_rss): the tests bound the growth
+after the first round, they do not show it stops. Never-seen names do not add up.
 
 Hang: the worker's loop stops (heartbeats continue), caught by step_timeout_s, restarted.
 """
@@ -53,17 +55,19 @@ def flood_rss(tmp_path: Path, *, rounds: int, posts: int, per_post: int, names: 
     return {"rc": rc, "rss_kb": rss, "events": rounds * posts * per_post, "tail": sup.tail()}
 
 
-def test_a_metric_flood_is_absorbed_with_bounded_supervisor_memory(tmp_path):
+def test_a_metric_flood_is_absorbed_with_under_30_mib_growth_after_the_first_round(tmp_path):
     fig = flood_rss(tmp_path, rounds=3, posts=10, per_post=1000, names=4, unique=False)
     rss = fig["rss_kb"]
     growth_after_warmup = rss[-1] - rss[1]
     ok = fig["rc"] == 0 and growth_after_warmup < 30_000
     record("flood_events", kind="fault", name="worker floods the supervisor: 3 rounds of 10k events",
            injected=fig["events"], survived=fig["events"] if ok else 0, data_lost=0,
-           note=f"supervisor RSS MiB per round: {[round(x / 1024, 1) for x in rss]}")
+           note=f"supervisor RSS MiB before and after each round: {[round(x / 1024, 1) for x in rss]} "
+                f"(+{round(growth_after_warmup / 1024, 1)} MiB after round 1: it grows every round)")
     assert fig["rc"] == 0, fig["tail"]
-    # the first round may warm caches; later rounds must not keep adding memory
-    assert growth_after_warmup < 30_000, f"RSS kept growing: {rss} KiB"
+    # The first round warms caches; later rounds still add memory (the events kept for the live
+    # dashboard): this bounds that growth for 20k events, it does not show that it stops.
+    assert growth_after_warmup < 30_000, f"RSS grew {growth_after_warmup} KiB in 2 rounds: {rss} KiB"
 
 
 def test_never_seen_metric_names_do_not_grow_the_supervisor_without_bound(tmp_path):

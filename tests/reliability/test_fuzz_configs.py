@@ -38,10 +38,15 @@ def _tally(name: str, refused: bool) -> None:
         _record(name)
 
 
+# The hypothesis test behind each tally (named beside its figures in RELIABILITY.md).
+TESTS = {"monitors": "test_monitor_config", "policies": "test_policy_config", "trainer": "test_train_config",
+         "run spec": "test_run_spec", "raw YAML": "test_unparseable_files_give_the_loaders_error"}
+
+
 def _record(name: str) -> None:
     t = TALLY[name]
     record(f"fuzz_config_{name}", kind="input", name=f"fuzzed {name} config", tried=t[0], refused=t[1],
-           accepted=t[0] - t[1], crashes=0)
+           accepted=t[0] - t[1], crashes=0, test=f"test_fuzz_configs.py::{TESTS[name]}")
 
 
 def _dump(tmp_path, data) -> str:

@@ -7,7 +7,7 @@
   POST without the Authorization header is refused, CORS is not opened;
 - rollback targets are checkpoint steps of this run, never paths;
 - checkpoints are never loaded through unrestricted pickle (no torch.load without
-  weights_only=True, no pickle.load, no yaml.load) in ppo/ and orchestrator/.
+  weights_only=True, no pickle.load, no yaml.load) in any Python file of the repository.
 """
 
 from __future__ import annotations
@@ -168,10 +168,28 @@ def _calls(tree):
             yield n, ast.unparse(n.func)
 
 
-@pytest.mark.parametrize("package", ["ppo", "orchestrator"])
-def test_checkpoints_are_never_loaded_through_unrestricted_pickle(package):
+# What may import pickle: this file builds the hostile pickle that weights_only=True must refuse.
+PICKLE_IMPORT_ALLOWED = {"tests/reliability/test_security.py"}
+
+
+def _repo_python_files() -> list[Path]:
+    """Every Python file of the repository: examples/, bench/, tests/ too (examples get copied
+    into users' code); not the virtual environment, caches or other hidden directories."""
+    out = []
+    for f in REPO.rglob("*.py"):
+        rel = f.relative_to(REPO)
+        if any(part.startswith(".") or part in ("__pycache__", "node_modules", "build", "dist")
+               for part in rel.parts[:-1]):
+            continue
+        out.append(f)
+    return sorted(out)
+
+
+def test_checkpoints_are_never_loaded_through_unrestricted_pickle():
     findings = []
-    for f in sorted((REPO / package).rglob("*.py")):
+    files = _repo_python_files()
+    assert {"examples", "ppo", "orchestrator", "bench", "tests"} <= {f.relative_to(REPO).parts[0] for f in files}
+    for f in files:
         tree = ast.parse(f.read_text())
         for node, name in _calls(tree):
             where = f"{f.relative_to(REPO)}:{node.lineno}"
@@ -191,7 +209,8 @@ def test_checkpoints_are_never_loaded_through_unrestricted_pickle(package):
                 if any(m and m.split(".")[0] in ("pickle", "cPickle", "dill", "shelve") for m in mods) or (
                         isinstance(node, ast.ImportFrom) and node.module == "torch"
                         and any(a.name == "load" for a in node.names)):
-                    findings.append(f"{f.relative_to(REPO)}:{node.lineno}: imports {mods}")
+                    if f.relative_to(REPO).as_posix() not in PICKLE_IMPORT_ALLOWED:
+                        findings.append(f"{f.relative_to(REPO)}:{node.lineno}: imports {mods}")
     assert not findings, "\n".join(findings)
 
 
