@@ -159,7 +159,7 @@ def describe_supervisor_config() -> str:
         for name, f in model.model_fields.items():
             default = f.default_factory() if f.default_factory is not None else f.default
             lines.append(f"    {name}: {default!r}\n        {f.description}")
-    lines.append("  notify:  (dashboards/notify.py NotifyConfig: webhook_url, alertmanager_url, dashboard_url, "
-                 "queue_size, max_attempts, backoff_s, max_backoff_s, timeout_s, alert_ttl_s)")
+    lines.append("  notify:  (dashboards/notify.py NotifyConfig: webhook_url, webhook_url_env, alertmanager_url, "
+                 "dashboard_url, queue_size, max_attempts, backoff_s, max_backoff_s, timeout_s, alert_ttl_s)")
     lines.append("  live_dashboard: True\n      Serve the live web dashboard at / on the supervisor's port.")
     return "\n".join(lines)
