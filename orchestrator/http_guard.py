@@ -62,15 +62,15 @@ def token_destination_problem(url: str, configured_host: str | None = None) -> s
         host = parts.hostname or ""
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
-        return f"{url!r} is not a URL"
+        return f"{url!r}, which is not a URL"
     if parts.scheme not in ("http", "https") or not host:
-        return f"{url!r} is not an http:// URL"
+        return f"{url!r}, which is not an http:// URL"
     if is_loopback_host(host):
         return None
     if configured_host and host == configured_host.strip("[]").lower():
         return None
     allowed = "loopback" + (f" or the configured host {configured_host!r}" if configured_host else "")
-    return (f"{url!r} is not on {allowed}; the run's bearer token is not sent there. If the "
+    return (f"{url!r}, which is not on {allowed}; the run's bearer token is not sent there. If the "
             "supervisor really listens there, set supervisor.host to that address (with allow_remote: true)")
 
 
