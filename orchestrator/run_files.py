@@ -20,6 +20,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -92,8 +93,8 @@ class RunFiles:
     def write_supervisor_info(self, url: str, port: int, worker: dict | None) -> bool:
         """False when it could not be written (full disk): CLI commands and reattaching need
         it, but the run itself does not, so that is logged, not raised."""
-        info = {"pid": os.getpid(), "host": "127.0.0.1", "port": port, "url": url, "started": time.time(),
-                "worker": worker}
+        info = {"pid": os.getpid(), "host": urlsplit(url).hostname or "127.0.0.1", "port": port, "url": url,
+                "started": time.time(), "worker": worker}
         try:
             atomic_write_text(self.run_dir / INFO_FILE, json.dumps(info, indent=1), mode=0o600)
             return True

@@ -209,6 +209,8 @@ def operator_entries(sup) -> int:
 def test_allow_remote_binds_127_0_0_2_and_serves_any_host_name(remote_supervisor):
     sup = remote_supervisor
     assert sup._http._sock.getsockname()[0] == "127.0.0.2" and urlparse(sup.url).hostname == "127.0.0.2"
+    info = json.loads((sup.files.run_dir / "supervisor.json").read_text())
+    assert info["host"] == "127.0.0.2" and info["url"] == sup.url  # says where it really listens
     for host in ("127.0.0.2", f"127.0.0.2:{sup.port}", "trainer.example", "attacker.example"):
         status, payload = send(sup, "GET", "/api/status", b"", {"Host": host})
         assert status == 200, (host, status, payload[:200])
