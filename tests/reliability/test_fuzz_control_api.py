@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -73,8 +73,22 @@ def send(sup, method, path, body, headers):
         conn.close()
 
 
-def check(sup, status, payload, what, tally=TALLY, name="fuzz_control_api"):
+def sent_kinds(headers: dict, body: bytes | None) -> list[str]:
+    """What a request carried that the old fuzzer never sent (counted in the record's note)."""
+    body = body or b""
+    head = body[:2000]
+    kinds = [k for k, h in (("Host", "Host"), ("Last-Event-ID", "Last-Event-ID")) if h in headers]
+    if head.count(b"[") + head.count(b"{") > 64:  # more levels than the API allows
+        kinds.append("deep JSON")
+    if len(body) > 100_000:
+        kinds.append("wide JSON")
+    return kinds
+
+
+def check(sup, status, payload, what, tally=TALLY, name="fuzz_control_api", kinds=()):
     tally["tried"] += 1
+    for k in kinds:
+        tally.setdefault("kinds", {})[k] = tally.get("kinds", {}).get(k, 0) + 1
     tally["refused"] += 400 <= status < 500
     tally["server_errors"] += status >= 500
     if tally["tried"] % 50 == 0:
@@ -87,15 +101,23 @@ def check(sup, status, payload, what, tally=TALLY, name="fuzz_control_api"):
 
 def _record(sup, tally=TALLY, name="fuzz_control_api"):
     alive = sup.test_thread.is_alive() and "error" not in sup.test_box
-    where = ("on 127.0.0.2 with allow_remote (Host check off; the token alone guards)" if tally is REMOTE_TALLY
-             else "on 127.0.0.1")
-    record(name, kind="input", name=f"fuzzed HTTP requests against a live supervisor {where} (random method, "
-           "path, body incl. deep and wide JSON, headers incl. Host and Last-Event-ID; with and without the token)",
+    where = ("on 127.0.0.2 with allow_remote, without the token (Host check off; the token alone guards)"
+             if tally is REMOTE_TALLY else "on 127.0.0.1")
+    tests = ("test_fuzzed_requests_without_the_token_on_a_remote_bind_change_nothing" if tally is REMOTE_TALLY else
+             "test_requests_without_the_token_never_crash_or_change_anything, "
+             "test_requests_with_the_token_and_hostile_bodies_get_clear_errors, test_content_length_lies_never_crash, "
+             "test_the_live_page_stream_answers_any_last_event_id_without_a_5xx")
+    what = ("random method, path, body incl. deep and wide JSON, headers incl. Host and Last-Event-ID"
+            + ("" if tally is REMOTE_TALLY else "; with and without the token; lying Content-Length"))
+    record(name, kind="input", name=f"fuzzed HTTP requests against a live supervisor {where} ({what})",
            tried=tally["tried"], refused=tally["refused"],
-           accepted=tally["tried"] - tally["refused"] - tally["server_errors"], crashes=tally["server_errors"],
+           accepted=tally["tried"] - tally["refused"] - tally["server_errors"] - tally.get("no_answer", 0),
+           crashes=tally["server_errors"],
            note=("supervisor alive" if alive else "supervisor loop died")
            + (f"; {tally['no_answer']} with a body announced but never sent got no answer (the client hung up)"
-              if tally.get("no_answer") else ""))
+              if tally.get("no_answer") else "")
+           + "; of them " + ", ".join(f"{n} {k}" for k, n in sorted(tally.get("kinds", {}).items()))
+           + f"; test_fuzz_control_api.py: {tests}")
 
 
 @FUZZ
@@ -108,11 +130,29 @@ def _record(sup, tally=TALLY, name="fuzz_control_api"):
 def test_requests_without_the_token_never_crash_or_change_anything(live_supervisor, method, path, body, headers):
     sup = live_supervisor
     status, payload = send(sup, method, path, body, headers)
-    check(sup, status, payload, f"{method} {path} {headers!r:.200}")
+    check(sup, status, payload, f"{method} {path} {headers!r:.200}", kinds=sent_kinds(headers, body))
     if method == "POST" and path.startswith("/api/") and path not in ("/api/status", "/api/history"):
         assert status in (401, 404, 405) or (status == 400 and foreign_host(headers)), (method, path, status)
     if "control.token" in path:
         assert sup.token.encode() not in payload, "the token file is served"
+
+
+@FUZZ
+@given(last_id=LAST_EVENT_IDS, since=st.one_of(st.none(), LAST_EVENT_IDS), host=st.one_of(st.none(), HOST_VALUES))
+@example(last_id="9" * 5_000, since=None, host=None)
+def test_the_live_page_stream_answers_any_last_event_id_without_a_5xx(live_supervisor, last_id, since, host):
+    """/api/stream is public (no token): the browser's Last-Event-ID and ?since= are attacker input."""
+    sup = live_supervisor
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    if host is not None:
+        headers["Host"] = host
+    path = "/api/stream" + (f"?since={quote(since)}" if since is not None else "")
+    status, payload = send(sup, "GET", path, None, headers)
+    check(sup, status, payload, f"GET {path[:80]} {headers!r:.200}", kinds=sent_kinds(headers, None))
+    sent = last_id.strip(" \t")  # HTTP drops a header value's surrounding blanks
+    valid = sent == "" or (sent.isascii() and sent.isdigit() and len(sent) < 20 and int(sent) <= 2**62)
+    if status == 200:
+        assert valid and not foreign_host(headers), (last_id[:40], headers.get("Host"), status)
 
 
 @FUZZ
@@ -130,7 +170,7 @@ def test_requests_with_the_token_and_hostile_bodies_get_clear_errors(live_superv
     body = sync_body if path.startswith("/api/worker/") else body
     headers = dict(headers, Authorization=f"Bearer {sup.token}")
     status, payload = send(sup, "POST", path, body, headers)
-    check(sup, status, payload, f"POST {path} {body[:200]!r}")
+    check(sup, status, payload, f"POST {path} {body[:200]!r}", kinds=sent_kinds(headers, body))
     if status >= 400:
         assert "error" in json.loads(payload), payload[:200]
     if foreign_host(headers):
@@ -182,11 +222,13 @@ def test_content_length_lies_never_crash(live_supervisor, path, with_token, body
     answer = raw_exchange(sup, _head(sup, path, headers) + body, half_close=waits)
     status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
     if status:
-        check(sup, status, answer, f"POST {path} Content-Length: {value!r} body {len(body)} bytes")
+        check(sup, status, answer, f"POST {path} Content-Length: {value!r} body {len(body)} bytes",
+              kinds=["lying Content-Length"] if lie or form != "number" else [])
     else:  # no answer: the server waited for the announced body until we closed; still alive
         assert waits, (path, value, len(body), answer[:200])
         TALLY["tried"] += 1
         TALLY["no_answer"] = TALLY.get("no_answer", 0) + 1
+        TALLY.setdefault("kinds", {})["lying Content-Length"] = TALLY.get("kinds", {}).get("lying Content-Length", 0) + 1
         assert sup.test_thread.is_alive() and sup.live.state is RunState.RUNNING
 
 
@@ -229,16 +271,16 @@ def test_with_allow_remote_the_token_still_guards_every_post(remote_supervisor):
                 if auth is not None:
                     headers["Authorization"] = auth.format(token=sup.token, short=sup.token[:-1])
                 status, payload = send(sup, "POST", path, b'{"to_step": 2, "reason": "remote"}', headers)
-                check(sup, status, payload, f"POST {path} {auth!r:.40}", REMOTE_TALLY, "fuzz_control_api_remote")
                 tried += 1
                 assert status == 401, (path, auth, host, status, payload[:200])
-    assert operator_entries(sup) == before and sup.live.state is RunState.RUNNING
+    assert operator_entries(sup) == before and sup.live.state is RunState.RUNNING and sup.test_thread.is_alive()
     status, payload = send(sup, "POST", "/api/relax", b'{"reason": "remote test"}',
                            {"Host": "trainer.example", "Authorization": f"Bearer {sup.token}"})
     assert status in (200, 202, 409), (status, payload[:300])  # reached the supervisor: it answered on its merits
     assert operator_entries(sup) == before + 1
     record("auth_remote", kind="input", name="POSTs without / with a wrong token on 127.0.0.2 with allow_remote "
-           "(foreign Host names)", tried=tried, refused=tried, crashes=0)
+           "(foreign Host names)", tried=tried, refused=tried, crashes=0,
+           note="test_fuzz_control_api.py::test_with_allow_remote_the_token_still_guards_every_post")
 
 
 @settings(FUZZ, max_examples=60)
@@ -249,7 +291,8 @@ def test_fuzzed_requests_without_the_token_on_a_remote_bind_change_nothing(remot
     sup = remote_supervisor
     before = operator_entries(sup)
     status, payload = send(sup, method, path, body, headers)
-    check(sup, status, payload, f"{method} {path}", REMOTE_TALLY, "fuzz_control_api_remote")
+    check(sup, status, payload, f"{method} {path}", REMOTE_TALLY, "fuzz_control_api_remote",
+          kinds=sent_kinds(headers, body))
     assert status in (401, 405), (method, path, headers, status, payload[:200])
     assert operator_entries(sup) == before
 

@@ -35,6 +35,10 @@ def request(sup, method: str, path: str, body: bytes | str | None = None, header
         conn.close()
 
 
+#: requests sent by the tests below, recorded at the end of the module (test_zz_record_the_tally)
+TALLY = {"last_event_id": 0, "deep_json": 0, "oversized": 0}
+
+
 def operator_entries(sup) -> int:
     return sum(1 for e in read_jsonl(sup.files.journal_path) if e["kind"] == "operator")
 
@@ -70,7 +74,8 @@ def test_a_foreign_host_header_is_refused_on_every_route(live_supervisor):
         assert status == 200, (raw, status, payload[:200])
     assert operator_entries(sup) == before and sup.live.state is RunState.RUNNING
     record("dns_rebinding", kind="input", name="requests with a foreign Host header (DNS rebinding), "
-           "on the API and the live page", tried=tried, refused=tried, crashes=0)
+           "on the API and the live page", tried=tried, refused=tried, crashes=0,
+           note="test_http_hardening.py::test_a_foreign_host_header_is_refused_on_every_route")
 
 
 def test_every_response_forbids_framing(live_supervisor):
@@ -88,6 +93,7 @@ def test_a_last_event_id_that_is_not_a_small_integer_is_a_400(live_supervisor, l
     """5,000 digits used to be a 500 with a traceback (int() refuses > 4,300 digits), no token needed."""
     sup = live_supervisor
     status, _, payload = request(sup, "GET", "/api/stream", None, {"Last-Event-ID": last_id.encode("utf-8")})
+    TALLY["last_event_id"] += 1
     assert status == 400, (last_id[:20], status, payload[:300])
     assert "Last-Event-ID" in json.loads(payload)["error"]
 
@@ -114,6 +120,7 @@ def test_deeply_nested_json_is_a_400(live_supervisor, path, body):
     sup = live_supervisor
     auth = {"Authorization": f"Bearer {sup.token}", "Content-Type": "application/json"}
     status, _, payload = request(sup, "POST", path, body, auth)
+    TALLY["deep_json"] += 1
     assert status == 400, (path, body[:20], status, payload[:300])
     assert "nested" in json.loads(payload)["error"]
     assert sup.live.state is RunState.RUNNING and sup.test_thread.is_alive()
@@ -150,6 +157,7 @@ def test_an_oversized_body_is_refused_from_its_content_length_before_it_is_sent(
     head = (f"POST /api/relax HTTP/1.1\r\nHost: 127.0.0.1:{sup.port}\r\nAuthorization: Bearer {sup.token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {200_000_000}\r\n\r\n").encode()
     answer = _raw_post(sup, head, b" " * (1 << 20))
+    TALLY["oversized"] += 1
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
@@ -161,5 +169,22 @@ def test_a_chunked_body_is_cut_off_at_the_limit(live_supervisor):
     chunk = b" " * (1 << 20)
     body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(MAX_BODY_BYTES // len(chunk) + 1))
     answer = _raw_post(sup, head, body)
+    TALLY["oversized"] += 1
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert sup.live.state is RunState.RUNNING
+
+
+def test_zz_record_the_tally(live_supervisor):
+    """Runs last in the module: the counts of the tests above (all refused, or they failed)."""
+    rows = [("last_event_id", "Last-Event-ID values that are not an event id (5,000 digits, 25 digits, '\u00b2', "
+             "'-1', ...) on the live page's stream, no token", "test_a_last_event_id_that_is_not_a_small_integer_is_a_400"),
+            ("deep_json", "deeply nested JSON bodies with the token ([ x 100,000; 200 and 500 levels that parse)",
+             "test_deeply_nested_json_is_a_400"),
+            ("oversized", "oversized bodies with the token (200 MB announced; chunked past 16 MiB)",
+             "test_an_oversized_body_is_refused_from_its_content_length_before_it_is_sent, "
+             "test_a_chunked_body_is_cut_off_at_the_limit")]
+    for key, name, test in rows:
+        if TALLY[key]:
+            record(f"http_{key}", kind="input", name=name, tried=TALLY[key], refused=TALLY[key], crashes=0,
+                   note=f"test_http_hardening.py::{test}")
+    assert live_supervisor.test_thread.is_alive()
