@@ -73,7 +73,9 @@ class SupervisorConfig(BaseModel):
                       "allow_remote: true (the bearer token then guards it).")
     port: int = Field(0, ge=0, le=65535, description="Control API port; 0 picks a free one "
                       "(written to RUN/supervisor.json).")
-    allow_remote: bool = Field(False, description="Permit a non-loopback host.")
+    allow_remote: bool = Field(False, description="Permit a non-loopback host, and serve Host names other "
+                               "than 127.0.0.1/localhost/[::1] (refused otherwise: DNS rebinding); the bearer "
+                               "token then alone guards every POST.")
     checkpoints: RegistryConfig = Field(default_factory=RegistryConfig, description="Checkpoint health "
                                         "(confirmation window) and retention.")
     tick_s: float = Field(0.2, gt=0, description="Longest the monitor loop sleeps waiting for worker "
