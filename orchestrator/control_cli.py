@@ -2,8 +2,8 @@
 
 The URL comes from RUN/supervisor.json and the bearer token from RUN/control.token (mode
 0600: only the run's owner can steer it). The token is sent only to loopback or to the
-`supervisor.host` of RUN/config.yaml, whatever URL supervisor.json names. `status` works without a supervisor too: it then
-reads the journal and the checkpoint registry from disk.
+`supervisor.host` of RUN/config.yaml, whatever URL supervisor.json names. `status` works
+without a supervisor too: it then reads the journal and the checkpoint registry from disk.
 Exit codes: 0 ok, 1 the supervisor refused (the message says why), 2 usage / unreachable.
 """
 
