@@ -24,13 +24,14 @@ metrics, not worth a second message.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from dashboards.prom_messages import HTTPFailure, Notification, alertmanager_payload, post_json, slack_payload
 from monitors.alerts import Alert
@@ -52,7 +53,11 @@ class NotifyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     webhook_url: str | None = None
-    """Slack-compatible incoming webhook (any URL that takes a JSON POST); None: off."""
+    """Slack-compatible incoming webhook (any URL that takes a JSON POST); None: off. The URL is
+    a secret (whoever has it can post to the channel): prefer webhook_url_env."""
+    webhook_url_env: str | None = None
+    """Name of an environment variable holding the webhook URL, read when the config is loaded
+    (`rlguard run` and `--resume`), so the URL stays out of config.yaml and the reports."""
     alertmanager_url: str | None = None
     """Alertmanager base URL, e.g. http://alertmanager:9093 (alerts go to /api/v2/alerts); None: off."""
     dashboard_url: str | None = None
@@ -71,12 +76,36 @@ class NotifyConfig(BaseModel):
     """Alertmanager `endsAt` = now + this: a pushed incident resolves by itself after it
     (rlguard sends each incident once; it does not keep re-sending to hold it firing)."""
 
+    _env_webhook_url: str | None = PrivateAttr(None)  # never dumped: the secret stays in the environment
+
     @field_validator("webhook_url", "alertmanager_url", "dashboard_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _webhook_from_env(self):
+        name = self.webhook_url_env
+        if name is None:
+            return self
+        if self.webhook_url is not None:
+            raise ValueError("set webhook_url or webhook_url_env, not both")
+        url = os.environ.get(name, "")
+        if not url:
+            raise ValueError(f"webhook_url_env: the environment variable {name!r} is not set; "
+                             f"export {name}=https://hooks.slack.com/... before starting, or remove webhook_url_env")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url_env: the environment variable {name!r} must hold an http:// or "
+                             "https:// URL")  # its value is not echoed: it is a secret
+        self._env_webhook_url = url
+        return self
+
+    @property
+    def resolved_webhook_url(self) -> str | None:
+        """webhook_url, or the URL from the webhook_url_env variable."""
+        return self.webhook_url or self._env_webhook_url
 
 
 def _text(value) -> str:
@@ -127,7 +156,7 @@ class Notifier:
         return [
             t
             for t, url in (
-                ("webhook", self.config.webhook_url),
+                ("webhook", self.config.resolved_webhook_url),
                 ("alertmanager", self.config.alertmanager_url),
             )
             if url
@@ -306,7 +335,7 @@ class Notifier:
 
     def _render(self, target: str, note: Notification) -> tuple[str, object]:
         if target == "webhook":
-            return self.config.webhook_url, slack_payload(note, self.config.dashboard_url)
+            return self.config.resolved_webhook_url, slack_payload(note, self.config.dashboard_url)
         base = self.config.alertmanager_url.rstrip("/")
         return base + "/api/v2/alerts", alertmanager_payload(
             note, self.run_id, self._clock(), self.config.alert_ttl_s, self.config.dashboard_url

@@ -5,7 +5,8 @@ offline and can be attached to a ticket): a summary, every incident with the ale
 led to it, the decision taken and sample responses before the onset, after it and after
 the recovery; the four metrics of Zheng et al. (2023) and all the others with incident
 and rollback markers and the rolled-back steps greyed; the constraints over time; the
-decision, alert, checkpoint and segment tables; and any unreadable input lines.
+decision, alert, checkpoint and segment tables; any unreadable input lines; and the run's
+config.yaml with its secrets redacted (dashboards/redact.py), since the report is shared.
 
 Works for any run directory: a clean run, one rolled back several times, one that halted,
 one rlguard only watched (no journal), one whose files end mid-line.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from dashboards import report_html as H
 from dashboards.history import CONSTRAINT_NAMES, RunHistory
+from dashboards.redact import redact_config_text
 from dashboards.report_run_dir import RunFiles, load_run_dir, read_run_files
 
 MAIN_METRICS = ("reward", "kl", "perplexity", "response_length")
@@ -203,9 +205,9 @@ def render_report(run_dir: Path) -> str:
     if files.problems:
         items = "".join(f"<li>{H.esc(p)}</li>" for p in files.problems[:200])
         body.append(f"<h2>Unreadable input ({len(files.problems)})</h2><ul>{items}</ul>")
-    if files.config_text:
-        body.append(f"<h2>Configuration</h2><details><summary>config.yaml</summary>"
-                    f"<pre>{H.esc(files.config_text)}</pre></details>")
+    if files.config_text:  # the report is shared: the config's secrets stay behind
+        body.append(f"<h2>Configuration</h2><details><summary>config.yaml (secrets redacted)</summary>"
+                    f"<pre>{H.esc(redact_config_text(files.config_text))}</pre></details>")
     subtitle = f"{run_dir.resolve()} · generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} · {history.event_count} events"
     return H.page(f"rlguard run report: {run_dir.resolve().name}", subtitle, "".join(body))
 

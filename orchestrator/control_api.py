@@ -9,6 +9,9 @@
 
 Every POST needs `Authorization: Bearer <RUN/control.token>` (compared in constant time);
 without it: 401. Dashboards add their pages (`/`, `/metrics`, ...) through `extra_routes`.
+Every route, theirs too, serves loopback Host values only unless allow_remote, and forbids
+framing (orchestrator/http_guard.py). A body is read up to MAX_BODY_BYTES (413 from its
+Content-Length, or as soon as a chunked body passes it) and may nest MAX_JSON_DEPTH deep.
 Served by uvicorn on a thread; handlers hand work to the supervisor's loop and never run
 monitors or policies themselves.
 """
@@ -26,14 +29,20 @@ from typing import Protocol
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+
+from orchestrator.http_guard import HostGuard
 
 log = logging.getLogger("rlguard.control_api")
 
 OPERATOR_ACTIONS = ("pause", "resume", "rollback", "relax", "halt", "approve")
 MAX_BODY_BYTES = 16 << 20
+#: Real bodies nest 4 deep (sync -> events -> event -> metrics); far deeper ones are hostile, and
+#: one near the interpreter's recursion limit would fail later in a json.dumps of the journal.
+MAX_JSON_DEPTH = 64
 
 
 class ControlTarget(Protocol):
@@ -61,16 +70,49 @@ def _unauthorized() -> Response:
                          status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _depth_exceeds(obj, limit: int) -> bool:
+    """True when containers nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = o.values() if isinstance(o, dict) else o
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _too_large() -> Response:
+    return _JSONResponse({"error": f"request body too large (limit {MAX_BODY_BYTES} bytes)"}, status_code=413)
+
+
 async def _json_body(request: Request) -> dict | Response:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        return _JSONResponse({"error": "request body too large"}, status_code=413)
+    # Refuse from the announced length before reading anything, and count a chunked body as it
+    # streams in: a hostile body is never buffered beyond the limit.
+    length = request.headers.get("content-length", "")
+    if length.isascii() and length.isdigit() and (len(length) > 12 or int(length) > MAX_BODY_BYTES):
+        return _too_large()
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return _too_large()
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away mid-body (e.g. a Content-Length that lied)
+        return _JSONResponse({"error": "request body incomplete: the client disconnected"}, status_code=400)
+    raw = b"".join(chunks)
     if not raw:
         return {}
+    too_deep = _JSONResponse({"error": f"request body is nested more than {MAX_JSON_DEPTH} deep"}, status_code=400)
     try:
         body = json.loads(raw)
+    except RecursionError:
+        return too_deep
     except ValueError:
         return _JSONResponse({"error": "request body is not JSON"}, status_code=400)
+    if isinstance(body, (dict, list)) and _depth_exceeds(body, MAX_JSON_DEPTH):
+        return too_deep
     if not isinstance(body, dict):
         return _JSONResponse({"error": "request body must be a JSON object"}, status_code=400)
     return body
@@ -112,7 +154,9 @@ def worker_body_problem(body: dict, heartbeat: bool = False) -> str | None:
     return None
 
 
-def build_app(target: ControlTarget, token: str, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+def build_app(target: ControlTarget, token: str, extra_routes: list[BaseRoute] | None = None,
+              allow_remote: bool = False) -> Starlette:
+    """The app; `allow_remote` (supervisor.allow_remote) serves Host values other than loopback."""
     async def status(request: Request) -> Response:
         return _JSONResponse(await run_in_threadpool(target.status))
 
@@ -163,7 +207,7 @@ def build_app(target: ControlTarget, token: str, extra_routes: list[BaseRoute] |
     ]
     routes += [Route(f"/api/{a}", operator_endpoint(a), methods=["POST"]) for a in OPERATOR_ACTIONS]
     routes += list(extra_routes or [])
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(HostGuard, allow_remote=allow_remote)])
 
 
 class ControlServer:
@@ -179,7 +223,9 @@ class ControlServer:
         self._sock.bind((host, port))
         self.host = host
         self.port = self._sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+        # log_config=None: uvicorn's loggers propagate to ours (one format, the logger named),
+        # warnings and errors only; no access log.
+        config = uvicorn.Config(app, log_level="warning", log_config=None, lifespan="off", access_log=False,
                                 timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="rlguard-http", daemon=True)

@@ -1,8 +1,9 @@
 """`rlguard status|pause|resume|rollback|relax|halt|approve RUN_DIR`: talk to a live supervisor.
 
 The URL comes from RUN/supervisor.json and the bearer token from RUN/control.token (mode
-0600: only the run's owner can steer it). `status` works without a supervisor too: it then
-reads the journal and the checkpoint registry from disk.
+0600: only the run's owner can steer it). The token is sent only to loopback or to the
+`supervisor.host` of RUN/config.yaml, whatever URL supervisor.json names. `status` works
+without a supervisor too: it then reads the journal and the checkpoint registry from disk.
 Exit codes: 0 ok, 1 the supervisor refused (the message says why), 2 usage / unreachable.
 """
 
@@ -15,11 +16,23 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from orchestrator.run_files import read_supervisor_info, read_token
+import yaml
+
+from orchestrator.http_guard import token_destination_problem
+from orchestrator.run_files import CONFIG_FILE, read_supervisor_info, read_token
 
 
 class ControlError(Exception):
     pass
+
+
+def configured_host(run_dir: Path) -> str | None:
+    """supervisor.host from RUN/config.yaml (None: not set, or unreadable)."""
+    try:
+        host = (yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text()) or {}).get("supervisor", {}).get("host")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return host if isinstance(host, str) else None
 
 
 def call(run_dir: Path, method: str, path: str, body: dict | None = None, timeout: float = 35.0) -> tuple[int, dict]:
@@ -27,8 +40,12 @@ def call(run_dir: Path, method: str, path: str, body: dict | None = None, timeou
     url = info.get("url")
     if not url:
         raise ControlError(f"{run_dir}: no supervisor.json with a URL (is this a run directory? is it running?)")
+    url = str(url)
     headers = {"Content-Type": "application/json"}
     if method == "POST":
+        problem = token_destination_problem(url, configured_host(run_dir))
+        if problem:
+            raise ControlError(f"{run_dir}/supervisor.json names {problem}")
         token = read_token(run_dir)
         if not token:
             raise ControlError(f"{run_dir}/control.token is missing or unreadable: only the run's owner can "

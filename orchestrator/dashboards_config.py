@@ -2,11 +2,13 @@
 
     dashboards:
       wandb:    {enabled: true, mode: offline, project: rlhf, entity: my-team}
-      notify:   {webhook_url: https://hooks.slack.com/..., alertmanager_url: http://am:9093}
+      notify:   {webhook_url_env: SLACK_WEBHOOK_URL, alertmanager_url: http://am:9093}
       exporter: {kl_budget: 0.2}
 
 Every part is optional and validated with the rest of the config (unknown keys are errors
-naming the field). orchestrator/default_sinks.py turns it into sinks.
+naming the field). A webhook URL is a secret: `webhook_url_env: NAME` reads it from the
+environment variable NAME when the config is loaded, so it stays out of RUN/config.yaml
+(written 0600 anyway) and out of report.html (which redacts secrets it finds there). orchestrator/default_sinks.py turns it into sinks.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def default_sinks_and_routes(run_dir: Path, config, *, resume: bool = False) -> 
             pass
         except Exception:
             log.exception("live dashboard not available for this run")
-    if dash.notify.webhook_url or dash.notify.alertmanager_url:
+    if dash.notify.resolved_webhook_url or dash.notify.alertmanager_url:
         try:
             from dashboards.notify import Notifier
 

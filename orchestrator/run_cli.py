@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import time
 from pathlib import Path
 
+from orchestrator.log_setup import configure_logging
 from orchestrator.spec import ConfigError, describe_supervisor_config, load_run_config, parse_run_config
 from orchestrator.state import ExitCode
 
@@ -36,8 +36,7 @@ def run_main(argv: list[str]) -> int:
     if args.print_config:
         print(describe_supervisor_config())
         return 0
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s rlguard %(levelname)s %(message)s")
+    configure_logging(args.quiet)
     try:
         run_dir, config, raw = _prepare(args)
     except ConfigError as e:

@@ -1,9 +1,12 @@
 """The run directory's supervisor-owned files: config.yaml, control.token, supervisor.json.
 
-    RUN/config.yaml      the full run config as given (written once by `rlguard run`)
+    RUN/config.yaml      the full run config as given (written once by `rlguard run`), mode
+                         0600: it may hold a webhook URL or other secrets
     RUN/control.token    bearer token for the control API, mode 0600, reused on --resume
     RUN/supervisor.json  {"pid", "host", "port", "url", "started", "worker": {...}}: how CLI
-                         commands and a worker's SDK find the live supervisor
+                         commands and a worker's SDK find the live supervisor, mode 0600
+                         (the CLI and the SDK send the token only to loopback or the
+                         configured host, whatever URL this file names)
     RUN/journal.jsonl    orchestrator/journal.py
     RUN/checkpoints/     orchestrator/registry.py (+ registry.json)
 """
@@ -17,6 +20,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -61,7 +65,7 @@ class RunFiles:
         return self.run_dir / "journal.jsonl"
 
     def write_config(self, raw: dict) -> None:
-        atomic_write_text(self.config_path, yaml.safe_dump(raw, sort_keys=False))
+        atomic_write_text(self.config_path, yaml.safe_dump(raw, sort_keys=False), mode=0o600)
 
     def remove_partial_checkpoints(self) -> list[str]:
         """Delete the temp directories of checkpoint writes that were killed (call only while no
@@ -95,10 +99,10 @@ class RunFiles:
     def write_supervisor_info(self, url: str, port: int, worker: dict | None) -> bool:
         """False when it could not be written (full disk): CLI commands and reattaching need
         it, but the run itself does not, so that is logged, not raised."""
-        info = {"pid": os.getpid(), "host": "127.0.0.1", "port": port, "url": url, "started": time.time(),
-                "worker": worker}
+        info = {"pid": os.getpid(), "host": urlsplit(url).hostname or "127.0.0.1", "port": port, "url": url,
+                "started": time.time(), "worker": worker}
         try:
-            atomic_write_text(self.run_dir / INFO_FILE, json.dumps(info, indent=1))
+            atomic_write_text(self.run_dir / INFO_FILE, json.dumps(info, indent=1), mode=0o600)
             return True
         except OSError as e:
             log.error("could not write %s (%s): `rlguard status` and --resume will not find this supervisor",

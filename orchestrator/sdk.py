@@ -26,7 +26,9 @@ Responsibilities and rules:
   were handled too) until the budget is spent, and only then goes on (counted in late_syncs).
 - A supervisor that goes away never stops training: sends fail fast, events stay in a
   bounded buffer (oldest dropped and counted: metrics.jsonl still has them), retries are
-  spaced out, and RUN/supervisor.json is re-read so a restarted supervisor is found again.
+  spaced out, and RUN/supervisor.json is re-read so a restarted supervisor is found again
+  (on loopback or RLGUARD_CONTROL's host only: the token is never sent to another host that
+  file names).
 - `pause` is handled here: `commands()` blocks until `resume` or `stop` arrives (heartbeats
   keep flowing from a background thread). A pause whose supervisor vanished for longer than
   RLGUARD_PAUSE_ORPHAN_S ends by itself, because nobody would ever resume it.
@@ -59,6 +61,7 @@ from pathlib import Path
 
 from monitors.events import MetricEvent
 from orchestrator.commands import Ack, Command, CommandKind
+from orchestrator.http_guard import token_destination_problem
 from ppo.checkpoint_files import fsync_path
 
 log = logging.getLogger("rlguard.sdk")
@@ -87,6 +90,8 @@ class WorkerClient:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.url = url.rstrip("/")
+        self._configured_host = urllib.parse.urlsplit(self.url).hostname if url else None
+        self._refused_url = ""  # the foreign URL last refused (logged once)
         self.token = token
         self.attempt = attempt
         self.resume_path = resume or None
@@ -324,10 +329,18 @@ class WorkerClient:
         """A restarted supervisor listens on a new port: read it from RUN/supervisor.json."""
         try:
             info = json.loads((self.run_dir / "supervisor.json").read_text())
-            if info.get("url"):
-                self.url = str(info["url"]).rstrip("/")
-        except (OSError, ValueError):
-            pass
+            url = str(info.get("url") or "").rstrip("/")
+        except (OSError, ValueError, AttributeError):
+            return
+        if not url or url == self.url:
+            return
+        problem = token_destination_problem(url, self._configured_host)
+        if problem:  # keep buffering for our own supervisor; say why once
+            if url != self._refused_url:
+                log.error("rlguard: %s/supervisor.json names %s", self.run_dir, problem)
+                self._refused_url = url
+            return
+        self.url = url
 
     def _sync(self, *, wait: bool, status: str = "running", wait_s: float | None = None,
               force_wait: bool = False) -> bool:

@@ -75,7 +75,9 @@ class SupervisorConfig(BaseModel):
                       "allow_remote: true (the bearer token then guards it).")
     port: int = Field(0, ge=0, le=65535, description="Control API port; 0 picks a free one "
                       "(written to RUN/supervisor.json).")
-    allow_remote: bool = Field(False, description="Permit a non-loopback host.")
+    allow_remote: bool = Field(False, description="Permit a non-loopback host, and serve Host names other "
+                               "than 127.0.0.1/localhost/[::1] (refused otherwise: DNS rebinding); the bearer "
+                               "token then alone guards every POST.")
     checkpoints: RegistryConfig = Field(default_factory=RegistryConfig, description="Checkpoint health "
                                         "(confirmation window) and retention.")
     tick_s: float = Field(0.2, gt=0, description="Longest the monitor loop sleeps waiting for worker "
@@ -161,7 +163,7 @@ def describe_supervisor_config() -> str:
         for name, f in model.model_fields.items():
             default = f.default_factory() if f.default_factory is not None else f.default
             lines.append(f"    {name}: {default!r}\n        {f.description}")
-    lines.append("  notify:  (dashboards/notify.py NotifyConfig: webhook_url, alertmanager_url, dashboard_url, "
-                 "queue_size, max_attempts, backoff_s, max_backoff_s, timeout_s, alert_ttl_s)")
+    lines.append("  notify:  (dashboards/notify.py NotifyConfig: webhook_url, webhook_url_env, alertmanager_url, "
+                 "dashboard_url, queue_size, max_attempts, backoff_s, max_backoff_s, timeout_s, alert_ttl_s)")
     lines.append("  live_dashboard: True\n      Serve the live web dashboard at / on the supervisor's port.")
     return "\n".join(lines)

@@ -127,7 +127,7 @@ class Supervisor:
         from orchestrator.recovery import recover
 
         if self._serve_http:
-            app = build_app(self, self.token, self._extra_routes)
+            app = build_app(self, self.token, self._extra_routes, allow_remote=self.sc.allow_remote)
             self._http = ControlServer(app, self.sc.host, self.sc.port)
             self._http.start()
             self.launcher.env = {"RLGUARD_CONTROL": self._http.url, "RLGUARD_TOKEN": self.token,

@@ -315,8 +315,9 @@ def parse_hooks(items: list[str]) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s rlguard watch %(levelname)s %(message)s")
+    from orchestrator.log_setup import configure_logging
+
+    configure_logging(args.quiet)
     from orchestrator.integrations.metric_names import table_for
     from orchestrator.journal import JournalError
 

@@ -124,7 +124,12 @@ def dashboard_routes(history: RunHistory, control=None) -> list[BaseRoute]:
         except ValueError as e:
             return _error(request, 400, str(e))
         last_id = request.headers.get("last-event-id", "")
-        if last_id.isdigit():  # the browser reconnecting after a drop: continue where it was
+        if last_id:  # the browser reconnecting after a drop: continue where it was
+            # An id we sent is a sequence number; anything else (5,000 digits, "²") is a client
+            # error, checked before int() (which refuses > 4,300 digits with a ValueError).
+            if not (last_id.isascii() and last_id.isdigit() and len(last_id) <= 19 and int(last_id) <= 2**62):
+                return _error(request, 400, f"Last-Event-ID {last_id[:40]!r} is not an event id this stream "
+                                            "sent (an integer 0..2**62); reconnect without it")
             since = int(last_id)
         return StreamingResponse(
             _stream(history, since),

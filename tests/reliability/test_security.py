@@ -88,6 +88,7 @@ def test_every_state_change_needs_the_bearer_token(live_supervisor):
     assert operator_entries(sup) == before  # nothing reached the supervisor's loop
     assert sup.live.state is RunState.RUNNING
     record("auth", kind="input", name="state-changing requests without / with a wrong bearer token", tried=tried,
+           note="test_security.py::test_every_state_change_needs_the_bearer_token",
            refused=tried, crashes=0)
 
 
@@ -134,6 +135,7 @@ def test_cross_site_requests_cannot_press_the_dashboard_buttons(live_supervisor)
         assert not any(k.lower() == "set-cookie" for k in headers), f"{path} sets a cookie"
     assert operator_entries(sup) == before and sup.live.state is RunState.RUNNING
     record("csrf", kind="input", name="cross-origin form POSTs and CORS preflights against the buttons' endpoints",
+           note="test_security.py::test_cross_site_requests_cannot_press_the_dashboard_buttons",
            tried=tried, refused=tried, crashes=0)
 
 
@@ -159,6 +161,7 @@ def test_rollback_targets_that_are_not_a_checkpoint_step_of_this_run_are_refused
     assert decided_after == decided_before  # not one of them became a decision
     assert sup.live.state is RunState.RUNNING
     record("rollback_escape", kind="input", name="rollback targets that are paths, traversal or not a step",
+           note="test_security.py::test_rollback_targets_that_are_not_a_checkpoint_step_of_this_run_are_refused",
            tried=len(answers), refused=len(answers), crashes=0)
 
 
