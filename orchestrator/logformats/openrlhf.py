@@ -1,0 +1,42 @@
+"""OpenRLHF's stdout: one `Global step N: {...}` line per PPO step (OpenRLHF/OpenRLHF,
+openrlhf/trainer/ppo_trainer.py `logger.info(f"✨ Global step {global_step}: {log_status}")`
+and ppo_trainer_async.py without the sparkle, commit 3c3be6234e0cb353e76bb8019947db9dfe99fca7).
+
+The dict is a Python repr (floats, `nan`, sometimes tensors); the logger's prefix
+(`INFO 2026-.. ppo_trainer.py:547] `, and Ray's `(PPOTrainer pid=..) `) is ignored. Its keys
+are the ones OpenRLHF sends to W&B/TensorBoard as `train/<key>` (logging_utils.py log_train),
+so they are read as `train/<key>` through the OpenRLHF table: one table for all its logs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from orchestrator.logformats.base import Format, Record, head_lines
+from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
+from orchestrator.logformats.sources import LineParser, LineSource
+
+LINE = re.compile(r"Global step (\d+): (\{.*\})\s*$")
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    return not path.is_dir() and any(LINE.search(ln) for ln in head_lines(head, 2000))
+
+
+class Parser(LineParser):
+    def parse(self, line: str) -> list[Record]:
+        m = LINE.search(line)
+        if m is None:
+            return []
+        try:
+            values = parse_literal(m.group(2))
+        except NotALiteral:
+            return []
+        if not isinstance(values, dict):
+            return []
+        return [Record(int(m.group(1)), {f"train/{k}": v for k, v in values.items()})]
+
+
+FORMAT = Format("openrlhf", "OpenRLHF stdout (Global step N: {...})", sniff,
+                lambda p, **_: LineSource(p, Parser, "openrlhf", format_name="openrlhf"))
