@@ -5,7 +5,8 @@ and ppo_trainer_async.py without the sparkle, commit 3c3be6234e0cb353e76bb801994
 The dict is a Python repr (floats, `nan`, sometimes tensors); the logger's prefix
 (`INFO 2026-.. ppo_trainer.py:547] `, and Ray's `(PPOTrainer pid=..) `) is ignored. Its keys
 are the ones OpenRLHF sends to W&B/TensorBoard as `train/<key>` (logging_utils.py log_train),
-so they are read as `train/<key>` through the OpenRLHF table: one table for all its logs.
+so a key the OpenRLHF table knows is read as `train/<key>` (one table for all its logs); any
+other key passes through as printed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from orchestrator.integrations.metric_names import OPENRLHF
 from orchestrator.logformats.base import Format, Record, head_lines
 from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
 from orchestrator.logformats.sources import LineParser, LineSource
@@ -35,7 +37,13 @@ class Parser(LineParser):
             return []
         if not isinstance(values, dict):
             return []
-        return [Record(int(m.group(1)), {f"train/{k}": v for k, v in values.items()})]
+        return [Record(int(m.group(1)), {_key(str(k)): v for k, v in values.items()})]
+
+
+def _key(key: str) -> str:
+    """`train/<key>` when the OpenRLHF table knows it (one table for all its logs); otherwise the
+    key as printed, which passes through unchanged."""
+    return f"train/{key}" if f"train/{key}" in OPENRLHF else key
 
 
 FORMAT = Format("openrlhf", "OpenRLHF stdout (Global step N: {...})", sniff,

@@ -108,10 +108,11 @@ class Parser(LineParser):
     def _assign(self, n: int) -> list[Record]:
         trains = [d for d in self.pending if not _is_eval(d)]
         if len(trains) > 1:
-            raise LogFormatError(f"{len(trains)} logged dicts before one progress-bar frame (step {n}): stdout and "
-                                 f"stderr were not captured in order (stdout buffered?), so the bar does not tell "
-                                 f"their steps. Pass --logging-steps N to count steps, or rerun with "
-                                 f"PYTHONUNBUFFERED=1")
+            raise LogFormatError(f"{len(trains)} logged dicts before one progress-bar frame (step {n}), so the bar "
+                                 f"does not tell their steps: stdout and stderr were not captured in order (stdout "
+                                 f"buffered: PYTHONUNBUFFERED=1 fixes that), or a terminal emulator (W&B's "
+                                 f"output.log) kept only the bar's last frame. Pass --logging-steps N, the run's "
+                                 f"logging_steps, to count steps from the dicts")
         out = [Record(n, d) for d in self.pending]
         self.pending = []
         return out
