@@ -3,7 +3,8 @@
 `ast.literal_eval` refuses what trainers really print: `nan`, `inf`, `np.float64(0.5)`
 (numpy >= 2 reprs), `tensor(0.12, device='cuda:0')`. This walks the parsed expression and
 accepts exactly: dicts, lists, tuples, constants, unary minus, the names nan/inf, and a
-call whose first argument is a literal (the wrapper is dropped: `np.float32(0.5)` -> 0.5).
+call of a plain dotted name whose first argument is a literal (the wrapper is dropped:
+`np.float32(0.5)` -> 0.5).
 Anything else is an error: nothing is ever executed.
 """
 
@@ -44,6 +45,13 @@ def _value(node):
         return _NAMES[node.id]
     if isinstance(node, ast.Attribute) and node.attr in _NAMES:  # np.nan, math.inf
         return _NAMES[node.attr]
-    if isinstance(node, ast.Call) and node.args:  # np.float64(0.5), tensor(0.5, device='cuda:0')
+    if isinstance(node, ast.Call) and node.args and _dotted_name(node.func):  # np.float64(0.5), tensor(0.5, ...)
         return _value(node.args[0])
     raise NotALiteral(f"unsupported expression {type(node).__name__}")
+
+
+def _dotted_name(node) -> bool:
+    """`tensor`, `np.float64`, `torch.tensor`: a plain (dotted) name, not an expression."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name)
