@@ -16,13 +16,14 @@ from orchestrator.logformats.base import Format, head_lines
 def sniff(path: Path, head: bytes) -> bool:
     if path.is_dir():
         return (path / "metrics.jsonl").is_file()
-    for line in head_lines(head):
+    # The first JSON object line decides; bad lines before it are skipped (as the reader reports them).
+    for line in head_lines(head, 100_000):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except ValueError:
-            continue  # a torn or bad first line: look at the next one
+            continue
         return isinstance(obj, dict) and "step" in obj and isinstance(obj.get("metrics", {}), dict) \
             and "data" not in obj
     return False
