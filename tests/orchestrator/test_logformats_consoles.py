@@ -199,3 +199,36 @@ def test_wandb_offline_run_directory(tmp_path):
     assert_same_alerts(wandb_dir, hand)
     assert_same_alerts(run, hand)
     assert load_run(run)[ONSET].step == ONSET + 1
+
+
+WANDB_TRL_SCRIPT = """
+import sys
+import wandb
+from transformers.trainer_callback import ProgressCallback, TrainerControl, TrainerState
+run = wandb.init(mode="offline", dir=sys.argv[1], project="rlguard-test")
+cb, state, control = ProgressCallback(), TrainerState(max_steps=6), TrainerControl()
+cb.on_train_begin(None, state, control)
+for step in range(1, 7):
+    state.global_step = step
+    cb.on_step_end(None, state, control)
+    cb.on_log(None, state, control, logs={"loss": 0.1, "kl": step / 100, "epoch": step / 6})
+    wandb.log({"train/kl": step / 100}, step=step)
+cb.on_train_end(None, state, control)
+run.finish()
+"""
+
+
+def test_wandb_output_log_of_a_trl_run_needs_logging_steps(tmp_path):
+    """W&B keeps the console through a terminal emulator: the tqdm frames that told each dict's step are
+    overwritten, so the reader says so (naming --logging-steps) instead of guessing."""
+    pytest.importorskip("wandb")
+    script = tmp_path / "run.py"
+    script.write_text(WANDB_TRL_SCRIPT)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, timeout=300)
+    run = next((tmp_path / "wandb").glob("offline-run-*"))
+    rc, _, err = replay_output(run)
+    assert rc == 2 and "--logging-steps" in err
+    events = load_run(run, logging_steps=1)
+    assert [(e.step, e.metrics["kl"]) for e in events] == [(s, s / 100) for s in range(1, 7)]
