@@ -121,6 +121,12 @@ class Format:
     open: object  # Callable[[Path], LineSource | SnapshotSource]
 
 
+# How much of a file detection reads: a verl or OpenRLHF console log starts with the whole
+# config, Ray's and vLLM's start-up output before its first metric line.
+HEAD_BYTES = 4 << 20
+ALL = 10**9
+
+
 def head_lines(head: bytes, n: int = 20) -> list[str]:
     """The first complete-looking lines of a file's head, decoded leniently."""
     return head.decode("utf-8", errors="replace").splitlines()[:n]

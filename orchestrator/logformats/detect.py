@@ -19,9 +19,7 @@ from orchestrator.logformats import (
     verl,
     wandb_dir,
 )
-from orchestrator.logformats.base import Format, LogFormatError
-
-HEAD_BYTES = 64 * 1024  # a console log may start with pages of banner before the first metric line
+from orchestrator.logformats.base import HEAD_BYTES, Format, LogFormatError
 
 FORMATS: list[Format] = [
     wandb_dir.FORMAT,

@@ -10,14 +10,14 @@ import json
 from pathlib import Path
 
 from monitors.reader import EventReader
-from orchestrator.logformats.base import Format, head_lines
+from orchestrator.logformats.base import ALL, Format, head_lines
 
 
 def sniff(path: Path, head: bytes) -> bool:
     if path.is_dir():
         return (path / "metrics.jsonl").is_file()
     # The first JSON object line decides; bad lines before it are skipped (as the reader reports them).
-    for line in head_lines(head, 100_000):
+    for line in head_lines(head, ALL):
         if not line.strip():
             continue
         try:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from orchestrator.integrations.metric_names import OPENRLHF
-from orchestrator.logformats.base import Format, Record, head_lines
+from orchestrator.logformats.base import ALL, Format, Record, head_lines
 from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
 from orchestrator.logformats.sources import LineParser, LineSource
 
@@ -23,7 +23,7 @@ LINE = re.compile(r"Global step (\d+): (\{.*\})\s*$")
 
 
 def sniff(path: Path, head: bytes) -> bool:
-    return not path.is_dir() and any(LINE.search(ln) for ln in head_lines(head, 2000))
+    return not path.is_dir() and any(LINE.search(ln) for ln in head_lines(head, ALL))
 
 
 class Parser(LineParser):

@@ -55,24 +55,39 @@ def _scalars(acc) -> dict[str, list[tuple[int, float, float]]]:
     return out
 
 
-def load(path: Path):
-    try:
-        from tensorboard.backend.event_processing import event_accumulator, event_multiplexer
-    except ImportError:
-        raise LogFormatError("reading TensorBoard files needs the `tensorboard` package: pip install tensorboard") \
-            from None
-    logging.getLogger("tensorboard").setLevel(logging.ERROR)
-    guidance = {event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 1,
-                event_accumulator.AUDIO: 1, event_accumulator.HISTOGRAMS: 1, event_accumulator.COMPRESSED_HISTOGRAMS: 1}
-    if path.is_file():
-        acc = event_accumulator.EventAccumulator(str(path), size_guidance=guidance)
-        acc.Reload()
-        runs = {path.name: _scalars(acc)}
-    else:
-        mux = event_multiplexer.EventMultiplexer(size_guidance=guidance)
-        mux.AddRunsFromDirectory(str(path))
-        mux.Reload()
-        runs = {run: _scalars(mux.GetAccumulator(run)) for run in sorted(mux.Runs())}
+class Loader:
+    """Loads the scalars of `path`; kept by a tailing source, so that each reload reads only
+    what was appended since (the accumulators keep their file positions)."""
+
+    def __init__(self):
+        self.acc = None
+        self.mux = None
+
+    def __call__(self, path: Path):
+        try:
+            from tensorboard.backend.event_processing import event_accumulator, event_multiplexer
+        except ImportError:
+            raise LogFormatError("reading TensorBoard files needs the `tensorboard` package: pip install tensorboard") \
+                from None
+        logging.getLogger("tensorboard").setLevel(logging.ERROR)
+        guidance = {event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 1,
+                    event_accumulator.AUDIO: 1, event_accumulator.HISTOGRAMS: 1,
+                    event_accumulator.COMPRESSED_HISTOGRAMS: 1}
+        if path.is_file():
+            if self.acc is None:
+                self.acc = event_accumulator.EventAccumulator(str(path), size_guidance=guidance)
+            self.acc.Reload()
+            runs = {path.name: _scalars(self.acc)}
+        else:
+            if self.mux is None:
+                self.mux = event_multiplexer.EventMultiplexer(size_guidance=guidance)
+            self.mux.AddRunsFromDirectory(str(path))  # picks up runs that appeared since
+            self.mux.Reload()
+            runs = {run: _scalars(self.mux.GetAccumulator(run)) for run in sorted(self.mux.Runs())}
+        return _events(path, runs)
+
+
+def _events(path: Path, runs: dict):
     owner: dict[str, str] = {}
     by_step: dict[int, Record] = {}
     for run, tags in runs.items():
@@ -92,8 +107,12 @@ def load(path: Path):
     return merge([by_step[s] for s in sorted(by_step)], trainer, rename)
 
 
+def load(path: Path):
+    return Loader()(path)
+
+
 def open_source(path: Path, **_) -> SnapshotSource:
-    return SnapshotSource(path, load, "tensorboard")
+    return SnapshotSource(path, Loader(), "tensorboard")
 
 
 FORMAT = Format("tensorboard", "TensorBoard event files (events.out.tfevents.*), a file or a log directory",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.logformats.base import Format, LogFormatError, Record, head_lines, to_number
+from orchestrator.logformats.base import ALL, Format, LogFormatError, Record, head_lines, to_number
 from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
 from orchestrator.logformats.sources import LineParser, LineSource
 
@@ -56,7 +56,7 @@ def _trainer_dict(segment: str) -> dict | None:
 def sniff(path: Path, head: bytes) -> bool:
     if path.is_dir():
         return False
-    for line in head_lines(head, 4000):
+    for line in head_lines(head, ALL):
         for seg in ANSI.sub("", line).split("\r"):
             if _trainer_dict(seg) is not None:
                 return True

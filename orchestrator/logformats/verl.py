@@ -22,7 +22,7 @@ import math
 import re
 from pathlib import Path
 
-from orchestrator.logformats.base import Format, Record, head_lines
+from orchestrator.logformats.base import ALL, Format, Record, head_lines
 from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
 from orchestrator.logformats.sources import LineParser, LineSource
 
@@ -73,7 +73,7 @@ def console_values(body: str) -> dict:
 def sniff_console(path: Path, head: bytes) -> bool:
     if path.is_dir():
         return False
-    return any(CONSOLE_LINE.search(ln) for ln in head_lines(head, 2000))
+    return any(CONSOLE_LINE.search(ln) for ln in head_lines(head, ALL))
 
 
 class ConsoleParser(LineParser):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.logformats import openrlhf, trl_console, verl
-from orchestrator.logformats.base import Format, LogFormatError
+from orchestrator.logformats.base import HEAD_BYTES, Format, LogFormatError
 
 CONSOLE_FORMATS = [verl.CONSOLE, openrlhf.FORMAT, trl_console.FORMAT]
 
@@ -58,7 +58,7 @@ def open_source(path: Path, **options):
                              f"({', '.join(p.name for p in run.glob('*.wandb')) or 'run-*.wandb'}) has no maintained "
                              f"Python reader in wandb >= 0.19")
     with open(log, "rb") as f:
-        head = f.read(64 * 1024)
+        head = f.read(HEAD_BYTES)
     for fmt in CONSOLE_FORMATS:
         if fmt.sniff(log, head):
             return fmt.open(log, **options)

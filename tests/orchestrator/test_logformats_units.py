@@ -105,3 +105,20 @@ def test_tensorboard_refuses_two_runs_logging_the_same_tag(tmp_path):
     with pytest.raises(LogFormatError, match="different runs"):
         load_run(tmp_path)
     assert load_run(tmp_path / "a")[0].metrics == {"approx_kl": pytest.approx(0.1)}
+
+
+def test_tensorboard_directory_tailed_as_the_writer_flushes(tmp_path):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(log_dir=str(tmp_path / "run"))
+    for step in (1, 2, 3):
+        w.add_scalar("actor/ppo_kl", step / 10, step)
+    w.flush()
+    name, src = open_source(tmp_path)
+    assert name == "tensorboard" and [e.step for e in src.poll()] == [1, 2]  # step 3 may get more tags
+    for step in (4, 5):
+        w.add_scalar("actor/ppo_kl", step / 10, step)
+    w.close()
+    assert [e.step for e in src.poll()] == [3, 4]
+    assert [(e.step, round(e.metrics["approx_kl"], 6)) for e in src.close()] == [(5, 0.5)]
