@@ -122,3 +122,16 @@ def test_tensorboard_directory_tailed_as_the_writer_flushes(tmp_path):
     w.close()
     assert [e.step for e in src.poll()] == [3, 4]
     assert [(e.step, round(e.metrics["approx_kl"], 6)) for e in src.close()] == [(5, 0.5)]
+
+
+def test_openrlhf_evaluation_line_joins_its_step(tmp_path):
+    f = _write(tmp_path / "o.log",
+               "INFO 12-02 08:00:00 ppo_trainer.py:547] ✨ Global step 20: {'kl': 0.01, 'reward': 0.5}\n"
+               "INFO 12-02 08:00:01 ppo_trainer.py:581] ⏰ Evaluation start time: 2026-12-02 08:00:01\n"
+               "INFO 12-02 08:01:03 ppo_trainer.py:594] ✨ Evaluation completed in 0:01:02, global_step 20, "
+               "eval_metrics: {'eval_gsm8k_pass1': 0.42, 'reward': 0.4}\n"
+               "INFO 12-02 08:02:00 ppo_trainer.py:547] ✨ Global step 21: {'kl': 0.02, 'reward': 0.6}\n")
+    ev = load_run(f)
+    assert [(e.step, e.metrics) for e in ev] == [
+        (20, {"kl": 0.01, "reward": 0.5, "eval_gsm8k_pass1": 0.42, "eval_reward": 0.4}),
+        (21, {"kl": 0.02, "reward": 0.6})]
