@@ -15,6 +15,7 @@ Both: poll() -> new MetricEvents, close() -> the rest, summary() -> one line for
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +38,11 @@ class LineParser:
 
 class LineSource:
     def __init__(self, path: str | os.PathLike, make_parser: Callable[[], LineParser], trainer: str,
-                 rename=None, format_name: str = ""):
+                 rename=None, format_name: str = "", split_cr: bool = False):
+        """split_cr: a carriage return also ends a line (tqdm frames), so that the frame drawn after
+        a logged dict is read when the next frame starts, not only when the next dict ends the line."""
         self.path = Path(path)
+        self._split = re.compile(rb"[\r\n]" if split_cr else rb"\n")
         self.make_parser = make_parser
         self.trainer = trainer
         self.rename = rename
@@ -76,8 +80,8 @@ class LineSource:
                     break
                 self._pos += len(chunk)
                 self._buf += chunk
-                if b"\n" in chunk:
-                    *complete, self._buf = self._buf.split(b"\n")
+                if self._split.search(chunk):
+                    *complete, self._buf = self._split.split(self._buf)
                     for raw in complete:
                         out.extend(self._feed_line(raw))
         return out

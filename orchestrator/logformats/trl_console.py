@@ -148,7 +148,7 @@ def _metric_dict(d: dict) -> bool:
 
 
 def open_source(path: Path, logging_steps: int | None = None, **_) -> LineSource:
-    return LineSource(path, lambda: Parser(logging_steps), "trl", format_name="trl-console")
+    return LineSource(path, lambda: Parser(logging_steps), "trl", format_name="trl-console", split_cr=True)
 
 
 FORMAT = Format("trl-console", "trl/transformers console output (logged dicts between tqdm progress bars)",
