@@ -135,21 +135,24 @@ def head_lines(head: bytes, n: int = 20) -> list[str]:
 # Key shapes that only one trainer logs (checked against their code; see metric_names.py).
 _VERL_PREFIXES = ("actor/", "critic/", "response_length/", "timing_s/", "perf/", "val-core/", "prompt_length/")
 _OPENRLHF_KEYS = {"train/actor_lr", "train/ppo_clip_ratio", "train/critic_loss", "train/actor_grad_norm",
-                  "train/policy_loss", "train/entropy_loss"}
-_TRL_KEYS = {"train/loss", "train/learning_rate", "train/epoch", "train/grad_norm", "train/completions/mean_length"}
+                  "train/entropy_loss"}
+# transformers adds learning_rate and epoch to every Trainer log; OpenRLHF logs neither (it says actor_lr).
+_TRL_KEYS = {"train/learning_rate", "train/epoch", "train/completions/mean_length", "train/num_tokens"}
 
 
 def guess_trainer(keys) -> str:
     """Which trainer's name table fits a set of keys (TensorBoard tags, W&B keys): 'verl',
-    'openrlhf', 'trl' (transformers' TensorBoard/W&B callbacks prefix train/ and eval/),
-    or 'rlguard' (names already ours, or unknown: they pass through)."""
+    'trl' (transformers' TensorBoard/W&B callbacks prefix train/ and eval/), 'openrlhf', or
+    'rlguard' (names already ours, or unknown: they pass through). trl is tried before
+    OpenRLHF because both log `train/policy_loss`; only transformers logs `train/learning_rate`."""
     keys = set(keys)
     if any(k.startswith(_VERL_PREFIXES) for k in keys):
         return "verl"
-    if keys & _OPENRLHF_KEYS or any(k.startswith(("train/rollout/", "train/timing/")) for k in keys):
-        return "openrlhf"
     if keys & _TRL_KEYS:
         return "trl"
+    if keys & _OPENRLHF_KEYS or any(k.startswith(("train/rollout/", "train/timing/")) for k in keys) or \
+            "train/policy_loss" in keys:
+        return "openrlhf"
     return "rlguard"
 
 

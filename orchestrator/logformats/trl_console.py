@@ -83,6 +83,8 @@ class Parser(LineParser):
 
     def _counted(self, d: dict) -> Record:
         epoch = to_number(d.get("epoch"))
+        if not _metric_dict(d):  # the end-of-training summary is not a logging step
+            return Record(self.last_train[0] if self.last_train else 0, d)
         if not _is_eval(d):
             self.train_dicts += 1
             step = self.train_dicts * self.logging_steps

@@ -135,3 +135,12 @@ def test_openrlhf_evaluation_line_joins_its_step(tmp_path):
     assert [(e.step, e.metrics) for e in ev] == [
         (20, {"kl": 0.01, "reward": 0.5, "eval_gsm8k_pass1": 0.42, "eval_reward": 0.4}),
         (21, {"kl": 0.02, "reward": 0.6})]
+
+
+def test_trainer_guessed_from_tags():
+    from orchestrator.logformats.base import guess_trainer
+
+    assert guess_trainer({"train/policy_loss", "train/learning_rate", "train/kl"}) == "trl"  # trl logs policy_loss too
+    assert guess_trainer({"train/policy_loss", "train/actor_lr", "train/kl"}) == "openrlhf"
+    assert guess_trainer({"actor/ppo_kl", "critic/score/mean"}) == "verl"
+    assert guess_trainer({"kl", "reward"}) == "rlguard"
