@@ -1,8 +1,8 @@
 """Choosing a log's format by its content: the first KiB of a file, or a directory's layout.
 
-Sniffers are tried in a fixed order, most specific first (a W&B run directory holds a console
-log that other sniffers would also claim; METRICS.md JSONL is told from verl's file-logger
-JSONL by its keys). A file no sniffer claims gets ONE error naming every format tried,
+Sniffers are tried in a fixed order: METRICS.md first (a directory holding metrics.jsonl is
+an rlguard run; a file is told from verl's file-logger JSONL by its keys), then the most
+specific (a W&B run directory holds a console log that other sniffers would also claim). A file no sniffer claims gets ONE error naming every format tried,
 instead of a bad-line report per line.
 """
 
@@ -22,10 +22,10 @@ from orchestrator.logformats import (
 from orchestrator.logformats.base import HEAD_BYTES, Format, LogFormatError
 
 FORMATS: list[Format] = [
+    metrics_jsonl.FORMAT,  # our own first: a run directory holding metrics.jsonl is ours, whatever else is in it
     wandb_dir.FORMAT,
-    tensorboard_events.FORMAT,
+    tensorboard_events.FORMAT,  # before trainer-state: a Trainer output_dir's TB files have every logged step
     trainer_state.FORMAT,
-    metrics_jsonl.FORMAT,
     verl.JSONL,
     verl.CONSOLE,
     openrlhf.FORMAT,
