@@ -178,10 +178,10 @@ def _tables(history: RunHistory) -> str:
             + "<h2>Segments</h2>" + H.table(["#", "steps", "fate", "started by"], segs, "no metric events"))
 
 
-def render_report(run_dir: Path) -> str:
+def render_report(run_dir: Path, files: RunFiles | None = None) -> str:
     from dashboards import report_plots as P  # matplotlib only when a report is written
 
-    files = read_run_files(run_dir)
+    files = files or read_run_files(run_dir)
     history = RunHistory()
     load_run_dir(history, run_dir, files)
     incidents = find_incidents(history)
@@ -212,13 +212,13 @@ def render_report(run_dir: Path) -> str:
     return H.page(f"rlguard run report: {run_dir.resolve().name}", subtitle, "".join(body))
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, files: RunFiles | None = None) -> Path:
     """Write the report atomically (temp file + rename); returns its path."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report.html"
     if out.is_dir():
         out = out / "report.html"
-    text = render_report(run_dir)
+    text = render_report(run_dir, files)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
     try:
@@ -233,20 +233,31 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlguard report", description="Write report.html for a run directory.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (holds metrics.jsonl, journal.jsonl)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (holds metrics.jsonl, journal.jsonl), "
+                        "or a trainer's own log file or directory (any format `rlguard replay` reads)")
     parser.add_argument("--out", metavar="FILE",
                         help="where to write the report: a file, or a directory to put report.html in "
                              "(default RUN_DIR/report.html)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
+    if not run_dir.exists():
         print(f"rlguard report: {run_dir} is not a directory; pass the run directory (it holds metrics.jsonl)",
               file=sys.stderr)
         return 2
-    if not (run_dir / "metrics.jsonl").is_file() and not (run_dir / "journal.jsonl").is_file():
-        print(f"rlguard report: {run_dir} has neither metrics.jsonl nor journal.jsonl: not a run directory",
-              file=sys.stderr)
-        return 2
+    if not run_dir.is_dir() or not ((run_dir / "metrics.jsonl").is_file() or (run_dir / "journal.jsonl").is_file()):
+        from dashboards.report_foreign import foreign_run_files
+        from orchestrator.logformats import LogFormatError
+
+        try:
+            files = foreign_run_files(run_dir)
+        except LogFormatError as e:
+            what = (f"{run_dir} has neither metrics.jsonl nor journal.jsonl (not a run directory), and "
+                    if run_dir.is_dir() else "")
+            print(f"rlguard report: {what}{e}", file=sys.stderr)
+            return 2
+        out = write_report(files.run_dir, args.out or files.run_dir / "report.html", files)
+        print(f"wrote {out}")
+        return 0
     out = write_report(run_dir, args.out)
     print(f"wrote {out}")
     return 0

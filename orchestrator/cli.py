@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ppo.cli:train_main", "run PPO-max training without a supervisor"),
     "reward": ("ppo.reward_training:main", "`rlguard reward train PREFS.jsonl`: train a reward model"),
     "monitors": ("monitors.cli:main", "`rlguard monitors --print-config`: the detector settings"),
-    "replay": ("monitors.replay:main", "feed a recorded metrics.jsonl through monitors and policies"),
+    "replay": ("orchestrator.replay_cli:main", "feed a recorded run (metrics.jsonl or a trainer's own logs) through monitors and policies"),
     "run": ("orchestrator.run_cli:run_main", "start (or --resume) a supervised run"),
     "status": ("orchestrator.control_cli:status_main", "state, step, alerts, checkpoints of a run"),
     "pause": ("orchestrator.control_cli:pause_main", "pause a run at the next step boundary"),

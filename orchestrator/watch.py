@@ -1,5 +1,11 @@
 """`rlguard watch METRICS.jsonl`: supervise a run rlguard did not start, by its metrics file.
 
+The file may also be a trainer's own log, tailed as it grows (orchestrator/logformats: verl's
+file-logger JSONL or console log, OpenRLHF stdout, trl console output, a TensorBoard
+directory, trainer_state.json, a W&B run directory): its format is detected once it has
+content, or forced with --format NAME. Such logs are merged per step, so a step is handed to
+the monitors when the next one starts (or when watch ends).
+
     rlguard watch runs/verl-7b/metrics.jsonl --config guard.yaml --out runs/verl-7b/watch \\
         --port 9400 --checkpoint-every 100 \\
         --hook rollback='ops/rollback.sh' --hook halt='ops/stop-job.sh' --hook notify='ops/page.sh'
@@ -278,7 +284,12 @@ class Watcher:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlguard watch", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("metrics", help="the run's metrics.jsonl (METRICS.md events); may not exist yet")
+    p.add_argument("metrics", help="the run's metrics.jsonl (METRICS.md events) or a trainer's own log file or "
+                   "directory; may not exist yet")
+    p.add_argument("--format", dest="log_format", default=None, metavar="NAME",
+                   help="the log's format, instead of detecting it: " + ", ".join(_format_names()))
+    p.add_argument("--logging-steps", type=int, default=None, metavar="N",
+                   help="trl-console logs without progress bars: the run's logging_steps")
     p.add_argument("--config", help="run config YAML: monitors/policies sections (trainer: starting constraints)")
     p.add_argument("--out", help="watch directory for journal.jsonl (default: METRICS_DIR/rlguard-watch)")
     p.add_argument("--port", type=int, default=None, help="serve /api/status, /metrics and the dashboard on "
@@ -295,6 +306,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-s", type=float, default=0.5, help="how often the file is checked for new lines")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return p
+
+
+def _format_names() -> list[str]:
+    from orchestrator.logformats import format_names
+
+    return format_names()
 
 
 def parse_hooks(items: list[str]) -> dict[str, str]:
@@ -329,6 +346,8 @@ def main(argv: list[str]) -> int:
         table_for(args.names)
         if args.checkpoint_every < 1:
             raise ConfigError(f"--checkpoint-every {args.checkpoint_every}: must be >= 1")
+        if args.log_format is not None and args.log_format not in _format_names():
+            raise ConfigError(f"--format {args.log_format!r}: expected one of {', '.join(_format_names())}")
         from orchestrator.components import validate_all
 
         validate_all(config)
@@ -354,7 +373,8 @@ def main(argv: list[str]) -> int:
                              hooks=hooks, url=http.url if http else "")
         print(f"rlguard watch: following {metrics}; journal {run_dir / 'journal.jsonl'}"
               + (f"; dashboard {http.url}" if http else ""), file=sys.stderr)
-        reason["why"] = follow(watcher, metrics, stop, idle_s=args.until_idle, poll_s=args.poll_s)
+        reason["why"] = follow(watcher, metrics, stop, idle_s=args.until_idle, poll_s=args.poll_s,
+                               log_format=args.log_format, logging_steps=args.logging_steps)
     finally:
         watcher.close(reason["why"])
         if http is not None:
@@ -366,9 +386,10 @@ def main(argv: list[str]) -> int:
 
 
 def follow(watcher: Watcher, metrics: Path, stop: threading.Event, *, idle_s: float | None,
-           poll_s: float = 0.5) -> str:
+           poll_s: float = 0.5, log_format: str | None = None, logging_steps: int | None = None) -> str:
     """Tail `metrics` into the watcher until stop, idle, or a carried-out halt. Returns why it ended."""
     from monitors.reader import EventReader
+    from orchestrator.logformats import LogFormatError, detect
 
     last_data = time.monotonic()
     while not metrics.exists():  # the run may not have written its first step yet
@@ -376,6 +397,16 @@ def follow(watcher: Watcher, metrics: Path, stop: threading.Event, *, idle_s: fl
             return "stopped before the metrics file appeared"
         if idle_s is not None and time.monotonic() - last_data >= idle_s:
             return f"{metrics} did not appear within {idle_s:g} s"
+    while log_format is None:  # a console log may print pages of banner before its first metric line
+        try:
+            log_format = detect(metrics).name
+        except LogFormatError as e:
+            if stop.wait(poll_s):
+                return "stopped before the log showed a known format"
+            if idle_s is not None and time.monotonic() - last_data >= idle_s:
+                return f"no known log format in {metrics} within {idle_s:g} s: {e}"
+    if log_format != "metrics-jsonl":
+        return _follow_log(watcher, metrics, stop, log_format, idle_s, poll_s, logging_steps)
     last_stall_check = 0.0
 
     def should_stop() -> bool:
@@ -397,6 +428,56 @@ def follow(watcher: Watcher, metrics: Path, stop: threading.Event, *, idle_s: fl
     if stop.is_set():
         return "signal"
     return "halted" if watcher.halted else f"idle for {idle_s:g} s" if idle_s is not None else "end of file"
+
+
+def _follow_log(watcher: Watcher, path: Path, stop: threading.Event, log_format: str, idle_s: float | None,
+                poll_s: float, logging_steps: int | None) -> str:
+    """Tail a trainer's own log (orchestrator/logformats) into the watcher; its keys are mapped by its reader."""
+    from orchestrator.logformats import LogFormatError, open_source
+
+    if watcher.names != "rlguard":
+        watcher.journal.note(f"--names {watcher.names} ignored: {log_format} keys are mapped by its reader",
+                             event="names_ignored")
+        watcher.names = "rlguard"
+    watcher.journal.note(f"reading {path} as {log_format}", event="log_format", format=log_format)
+    try:
+        _, src = open_source(path, log_format, logging_steps=logging_steps)
+    except LogFormatError as e:
+        return f"cannot read {path}: {e}"
+    last_data = last_stall_check = time.monotonic()
+    why = None
+    try:
+        while why is None:
+            try:
+                events = src.poll()
+            except LogFormatError as e:
+                return f"cannot read {path} as {log_format}: {e}"
+            except OSError as e:  # replaced between two polls: read again next time
+                log.warning("reading %s: %s", path, e)
+                events = []
+            for event in events:
+                watcher.handle(event)
+                if watcher.halted:
+                    return "halted by a policy decision (its hook ran)"
+            now = time.monotonic()
+            if events:
+                last_data = now
+            if now - last_stall_check >= 1.0:  # stall detection runs on the wall clock
+                last_stall_check = now
+                watcher.check_stall()
+            if stop.is_set():
+                why = "signal"
+            elif idle_s is not None and now - last_data >= idle_s:
+                why = f"idle for {idle_s:g} s"
+            else:
+                stop.wait(poll_s)
+        for event in src.close():  # the step held back until the next one started
+            watcher.handle(event)
+            if watcher.halted:
+                return "halted by a policy decision (its hook ran)"
+    except LogFormatError as e:
+        return f"cannot read {path} as {log_format}: {e}"
+    return why
 
 
 class _WatchControl:

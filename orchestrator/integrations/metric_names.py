@@ -20,9 +20,24 @@ Where the formulas differ from METRICS.md, the table says so rather than pretend
 - trl `clip_ratio/region_mean` is the share of tokens whose ratio was clipped: `clipfrac`.
 - transformers' `loss` is the total loss (policy + beta * KL in GRPO): kept as `loss`, not
   renamed to `policy_loss` (GRPO logs its own `policy_loss` in some modes).
-- verl `actor/ppo_kl` is the PPO step size (old vs new policy, like our `approx_kl`); verl's
-  distance to the reference is `actor/kl_loss` (use_kl_loss) or `critic/kl` (KL in reward).
-- OpenRLHF `train/kl` is the per-token KL to the reference: our `kl`.
+- verl (checked at volcengine/verl b178a3cd, 2026-01): `actor/ppo_kl` is the PPO step size (old
+  vs new policy, like our `approx_kl`), NOT the distance to the reference. That distance is
+  `actor/kl_loss` when `use_kl_loss` (estimator `kl_loss_type`, default low_var_kl = clamped
+  k3, like trl GRPO's) or, with KL in the reward, `actor/reward_kl_penalty` (estimator
+  `algorithm.kl_penalty`, default k1: exactly our `kl`); verl before ~0.3 called it
+  `critic/kl` (and its coefficient `critic/kl_coeff`, now `actor/reward_kl_penalty_coeff`).
+  `critic/score/mean` is the sequence score before the KL penalty (our raw `reward`);
+  `response_length/clip_ratio` the share of responses at max_response_length. verl's
+  `perf/throughput` is tokens (prompt + response) per second *per GPU*: not our
+  `tokens_per_second`, so it passes through under its own name.
+- OpenRLHF (checked at OpenRLHF/OpenRLHF 3c3be623, 2026-08; W&B/TensorBoard log `train/<key>`,
+  stdout the bare `<key>`, read as `train/<key>`): `train/kl` is the per-token KL to the
+  reference with `--algo.kl.estimator` (default k1: our `kl`); `train/ppo_kl` is old vs new
+  policy (`approx_kl`); `train/entropy_loss` is the mean token entropy (logged only with
+  `--actor.entropy_coef`), our `entropy`; `train/rollout/truncated_rate` is the share cut at
+  the generation limit. `train/kl_ctl` and `train/entropy` are no longer logged by current
+  OpenRLHF; kept for older logs.
+- The trl entries were checked against trl 1.16 (grpo_trainer.py `_metrics[mode][...]`).
 """
 
 from __future__ import annotations
@@ -44,13 +59,15 @@ TRL: dict[str, str] = {
     "step_time": "step_seconds",
 }
 
-# verl (verl/trainer/ppo/metric_utils.py, ray_trainer.py).
+# verl (verl/trainer/ppo/metric_utils.py, ray_trainer.py, workers/actor/dp_actor.py, workers/fsdp_workers.py).
 VERL: dict[str, str] = {
     "actor/ppo_kl": "approx_kl",
     "actor/kl_loss": "kl",
-    "critic/kl": "kl",
+    "actor/reward_kl_penalty": "kl",
+    "critic/kl": "kl",  # verl < 0.3
     "actor/kl_coef": "kl_coef",
-    "critic/kl_coeff": "kl_coef",
+    "actor/reward_kl_penalty_coeff": "kl_coef",
+    "critic/kl_coeff": "kl_coef",  # verl < 0.3
     "actor/entropy": "entropy",
     "actor/pg_loss": "policy_loss",
     "critic/vf_loss": "value_loss",
@@ -61,10 +78,9 @@ VERL: dict[str, str] = {
     "response_length/mean": "response_length",
     "response_length/clip_ratio": "truncated_fraction",
     "timing_s/step": "step_seconds",
-    "perf/throughput": "tokens_per_second",
 }
 
-# OpenRLHF (openrlhf/trainer/ppo_trainer.py, ppo_utils/experience_maker.py; logged under "train/").
+# OpenRLHF (openrlhf/trainer/ppo_trainer.py, ray/ppo_actor.py, ray/ppo_critic.py; logged under "train/").
 OPENRLHF: dict[str, str] = {
     "train/kl": "kl",
     "train/reward": "reward",
@@ -72,9 +88,14 @@ OPENRLHF: dict[str, str] = {
     "train/policy_loss": "policy_loss",
     "train/critic_loss": "value_loss",
     "train/actor_lr": "lr",
-    "train/entropy": "entropy",
+    "train/actor_grad_norm": "grad_norm",
+    "train/entropy_loss": "entropy",
+    "train/entropy": "entropy",  # older OpenRLHF
     "train/ppo_clip_ratio": "clipfrac",
-    "train/kl_ctl": "kl_coef",
+    "train/ppo_kl": "approx_kl",
+    "train/rollout/truncated_rate": "truncated_fraction",
+    "train/timing/step_total": "step_seconds",
+    "train/kl_ctl": "kl_coef",  # older OpenRLHF
 }
 
 TRAINERS: dict[str, dict[str, str]] = {"trl": TRL, "verl": VERL, "openrlhf": OPENRLHF, "rlguard": {}}

@@ -1,4 +1,4 @@
-"""`rlguard replay`: JSON lines in step order, policies' decisions, exit codes, the real benign traces."""
+"""`rlguard replay` on METRICS.md JSONL: JSON lines in step order, policies' decisions, exit codes, the real benign traces."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitors.replay import main
+from orchestrator.replay_cli import main
 from tests.monitors.monitor_streams import collapse, events, healthy_stream
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,16 +1,24 @@
-"""`rlguard replay TRACE.jsonl`: what the monitors (and policies) would have said on a recording.
+"""`rlguard replay TRACE`: what the monitors (and policies) would have said on a recording.
 
     rlguard replay runs/x/metrics.jsonl                 # text for people
     rlguard replay runs/x --format json                 # a run directory works too
     rlguard replay trace.jsonl --config run.yaml        # monitors:/policies: sections, or a monitors-only file
+    rlguard replay outputs/checkpoint-500               # a trainer's own logs: format chosen by content
+    rlguard replay train.log --format trl-console --logging-steps 10   # forced, with the step rule
+
+TRACE is METRICS.md JSONL, or any log orchestrator/logformats reads: trainer_state.json,
+TensorBoard event files or directories, verl's file-logger JSONL and console log, OpenRLHF
+stdout, trl/transformers console output, a W&B run directory. `--format` takes an output
+format (json, text) and/or an input format name (repeat it for both).
 
 With `--format json`, one JSON object per line on stdout, in step order, for every alert and
 every decision:
     {"step": 431, "type": "alert", "detector": "patterns", "code": "pattern_collapse", "metric": "kl",
      "severity": "critical", "onset_step": 418, "message": "..."}
     {"step": 431, "type": "action", "action": "rollback", "target_step": 400, "reason": "...", "params": {...}}
-Bad lines are counted and reported on stderr. Exit 0 when the file was read, 2 when it cannot
-be read at all (or the config is invalid).
+Bad lines of METRICS.md JSONL are counted and reported on stderr. A file in no known format
+gets one error naming the formats tried. Exit 0 when the file was read, 2 when it cannot be
+read at all (or the config is invalid).
 """
 
 from __future__ import annotations
@@ -24,17 +32,23 @@ import yaml
 
 from monitors.alerts import Alert
 from monitors.config import MonitorConfig, MonitorConfigError, monitor_config_from_dict
-from monitors.reader import EventReader
 from monitors.stack import MonitorStack
+from orchestrator.logformats import LogFormatError, format_names, open_source
 
+OUTPUT_FORMATS = ["json", "text"]
 RUN_SECTIONS = {"monitors", "policies", "trainer", "supervisor", "run", "notify", "dashboards"}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlguard replay", description=__doc__.split("\n\n")[0])
-    p.add_argument("trace", help="a metrics.jsonl file, or a run directory holding one")
+    p.add_argument("trace", help="a metrics.jsonl file, a run directory holding one, or a trainer's log file/directory")
     p.add_argument("--config", help="YAML: a run config (monitors:/policies: sections) or monitor settings alone")
-    p.add_argument("--format", choices=["json", "text"], default="text", help="json: one object per line")
+    p.add_argument("--format", action="append", default=[], metavar="FORMAT",
+                   choices=OUTPUT_FORMATS + format_names(),
+                   help=f"output: {' or '.join(OUTPUT_FORMATS)} (json: one object per line; default text); input, to "
+                        f"force it instead of detecting it: {', '.join(format_names())}")
+    p.add_argument("--logging-steps", type=int, default=None, metavar="N",
+                   help="trl-console logs without progress bars: the run's logging_steps, to count each dict's step")
     p.add_argument("--checkpoint-every", type=int, default=50,
                    help="simulated checkpoint interval in steps, for rollback targets (default 50)")
     p.add_argument("--no-policies", action="store_true", help="print alerts only, no decisions")
@@ -93,15 +107,12 @@ def _make_simulator(policy_config, checkpoint_every: int):
     return ReplaySimulator(policy_config=policy_config, checkpoint_every=checkpoint_every)
 
 
-def replay(trace: Path, stack: MonitorStack, simulator, emit) -> EventReader:
-    """Feed every event of `trace` through `stack` (and `simulator`); `emit(record)` per alert/decision."""
-
-    def bad(e):
-        print(f"rlguard replay: {trace}: {e}", file=sys.stderr)
-
-    reader = EventReader(trace, on_error=bad, max_errors_kept=0)
+def replay(events, stack: MonitorStack, simulator, emit) -> int:
+    """Feed `events` through `stack` (and `simulator`); `emit(record)` per alert/decision. Returns the count."""
     pending: list[Alert] = []  # stall alerts, handed to the policies with the next event
-    for ev in reader:
+    n = 0
+    for ev in events:
+        n += 1
         if ev.time is not None:
             pending.extend(stack.check_stall(ev.time))
         alerts = pending + stack.update(ev)
@@ -111,18 +122,41 @@ def replay(trace: Path, stack: MonitorStack, simulator, emit) -> EventReader:
         if simulator is not None:
             for d in simulator.observe(ev.step, alerts, ev.metrics):
                 emit(_decision_record(d))
-    return reader
+    return n
+
+
+def _formats(args) -> tuple[str, str | None]:
+    """(output format, input format or None) from the repeated --format values."""
+    out = [f for f in args.format if f in OUTPUT_FORMATS]
+    inp = [f for f in args.format if f not in OUTPUT_FORMATS]
+    if len(set(out)) > 1 or len(set(inp)) > 1:
+        raise LogFormatError(f"--format given twice for the same thing: {', '.join(args.format)}")
+    return (out[0] if out else "text"), (inp[0] if inp else None)
+
+
+def read_trace(trace: Path, fmt: str | None, logging_steps: int | None = None):
+    """(format name, events, summary) of a whole trace; LogFormatError / OSError when unreadable."""
+
+    def bad(e):
+        print(f"rlguard replay: {source_path}: {e}", file=sys.stderr)
+
+    source_path = trace
+    if fmt is None and trace.is_dir() and (trace / "metrics.jsonl").is_file():
+        source_path = trace = trace / "metrics.jsonl"
+    if not trace.exists():
+        raise LogFormatError(f"cannot read {trace}: no such file")
+    if fmt is None and trace.is_file() and trace.stat().st_size == 0:
+        fmt = "metrics-jsonl"  # an empty file (a run that logged nothing yet) reads as before: 0 events
+    name, src = open_source(trace, fmt, on_error=bad, logging_steps=logging_steps)
+    events = src.poll() + src.close()
+    return name, events, src.summary()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     trace = Path(args.trace)
-    if trace.is_dir():
-        trace = trace / "metrics.jsonl"
-    if not trace.is_file():
-        print(f"rlguard replay: cannot read {trace}: no such file", file=sys.stderr)
-        return 2
     try:
+        out_format, in_format = _formats(args)
         mon_cfg, pol_cfg = load_configs(args.config)
     except Exception as e:  # MonitorConfigError, PolicyConfigError: one clear message, exit 2
         print(f"rlguard replay: {e}", file=sys.stderr)
@@ -140,16 +174,23 @@ def main(argv: list[str] | None = None) -> int:
             counts[rec["severity"]] += 1
         else:
             counts["actions"] += 1
-        out.write((json.dumps(rec, allow_nan=True) if args.format == "json" else _text(rec)) + "\n")
+        out.write((json.dumps(rec, allow_nan=True) if out_format == "json" else _text(rec)) + "\n")
 
     try:
-        reader = replay(trace, stack, simulator, emit)
+        name, events, summary = read_trace(trace, in_format, args.logging_steps)
+    except LogFormatError as e:
+        print(f"rlguard replay: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"rlguard replay: cannot read {trace}: {e.strerror or e}", file=sys.stderr)
         return 2
+    replay(events, stack, simulator, emit)
     out.flush()
     policies = "policies not available" if simulator is None and not args.no_policies else (
         "policies off" if simulator is None else f"{counts['actions']} decisions")
-    print(f"rlguard replay: {trace}: {reader.summary()}; {counts['critical']} critical and "
+    if trace.is_dir() and name == "metrics-jsonl":
+        trace = trace / "metrics.jsonl"
+    read = summary if name == "metrics-jsonl" else f"read as {summary}, {len(events)} events"
+    print(f"rlguard replay: {trace}: {read}; {counts['critical']} critical and "
           f"{counts['warning']} warning alerts; {policies}", file=sys.stderr)
     return 0
