@@ -169,11 +169,11 @@ class OpenRLHFLauncher(TrainerLauncher):
         return (f"OpenRLHF checkpoints in {self.ckpt_dir}; its rotation off (--ckpt.max_num {NO_ROTATION}), "
                 "rlguard's retention instead; knobs: " + ", ".join(sorted(self.initial_constraints())))
 
-    def checkpoint_finder(self, attempt: int, constraints: dict) -> Callable[[], list[dict]]:
+    def checkpoint_finder(self, attempt: int, constraints: dict, rescan: bool = False) -> Callable[[], list[dict]]:
         """New `global_stepN` tags of this attempt: actor's `latest` changed since the start, and the
         critic's (when there is one) names the same tag (they are saved in parallel)."""
         actor, critic = self.ckpt_dir / "_actor", self.ckpt_dir / "_critic"
-        state = {"seen": _stamp(actor / "latest")}
+        state = {"seen": None if rescan else _stamp(actor / "latest")}
 
         def find() -> list[dict]:
             stamp = _stamp(actor / "latest")

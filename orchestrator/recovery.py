@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from monitors.events import BadEvent, parse_event_line
 from orchestrator.commands import CONSTRAINT_NAMES
-from orchestrator.launcher import Launcher
 from orchestrator.state import RunState
 from policies.decision import Action, Decision
 
@@ -141,7 +140,7 @@ def _replay_metrics(sup: Supervisor, events: list) -> None:
 def _reattach(sup: Supervisor) -> None:
     live = sup.live
     info = (sup.previous_info or {}).get("worker") or {}
-    worker = Launcher.reattach(info, clock=sup.clock) if info else None
+    worker = sup.launcher.reattach(info, clock=sup.clock) if info else None  # a trainer launcher's adds its log feeder
     if worker is not None:
         live.worker = worker
         live.launch_attempt = worker.attempt

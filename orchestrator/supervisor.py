@@ -169,6 +169,9 @@ class Supervisor:
         if w is not None and self.live.state in (RunState.HALTED, RunState.FAILED, RunState.COMPLETED):
             if not w.poll()[0]:
                 w.stop(self.sc.stop_grace_s, clock=self.clock, sleep=self.sleep)
+        stop_reading = getattr(w, "stop_reading", None)
+        if stop_reading is not None:  # a trainer launcher's log feeder: the next supervisor reads on
+            stop_reading()
         try:
             self.journal.note(f"supervisor stopped: {self.live.state.value}", event="supervisor_stopped",
                               state=self.live.state.value, reason=self.live.reason)

@@ -114,9 +114,10 @@ class LogFeeder:
 
     def __init__(self, *, attempt: int, log_path: Path, to_event: Callable[[bytes, int], MetricEvent | None],
                  find_checkpoints: Callable[[], list[dict]], post: Callable[[str, dict], object],
-                 metrics_path: Path | None, heartbeat_s: float, poll_s: float,
+                 metrics_path: Path | None, heartbeat_s: float, poll_s: float, skip_through: int = -1,
                  clock: Callable[[], float] = time.monotonic):
         self.attempt, self.log_path, self.to_event = attempt, Path(log_path), to_event
+        self.skip_through = skip_through  # steps already in the record (a reattach reads the log again)
         self.find_checkpoints, self.post, self.metrics_path = find_checkpoints, post, metrics_path
         self.heartbeat_s, self.poll_s, self.clock = heartbeat_s, poll_s, clock
         self.offset = 0
@@ -138,6 +139,11 @@ class LogFeeder:
         self._thread.join(10.0)
         if not self._thread.is_alive():
             self._turn(final=True)
+
+    def stop(self) -> None:
+        """Stop reading without a last turn (the supervisor detaches; the trainer goes on)."""
+        self._stop.set()
+        self._thread.join(10.0)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -172,8 +178,9 @@ class LogFeeder:
             except ValueError:
                 self.bad_lines += 1
                 continue
-            if ev is not None:
+            if ev is not None and ev.step > self.skip_through:
                 events.append(ev)
+                self.skip_through = -1  # past the recorded ones: a later step N again is a new record
         checkpoints = self.find_checkpoints()
         if events and self.metrics_path is not None:
             with open(self.metrics_path, "a") as f:  # the record, as an SDK worker keeps it
@@ -200,6 +207,11 @@ class TrainerWorker(WorkerProcess):
             feeder, self.feeder = self.feeder, None
             feeder.finish()
         return exited, rc
+
+    def stop_reading(self) -> None:
+        if self.feeder is not None:
+            self.feeder.stop()
+            self.feeder = None
 
 
 # ============================================================ the launcher base
@@ -236,7 +248,9 @@ class TrainerLauncher(Launcher):
     def line_to_event(self, line: bytes, attempt: int) -> MetricEvent | None:
         raise NotImplementedError
 
-    def checkpoint_finder(self, attempt: int, constraints: dict) -> Callable[[], list[dict]]:
+    def checkpoint_finder(self, attempt: int, constraints: dict, rescan: bool = False) -> Callable[[], list[dict]]:
+        """A callable returning the checkpoints finished since the last call ([{"step", "path"}]).
+        Its baseline is what is on disk now (rescan: nothing, so the newest counts once more)."""
         raise NotImplementedError
 
     def prepare_resume(self, target: Path, payload: dict) -> None:
@@ -278,6 +292,23 @@ class TrainerLauncher(Launcher):
         return TrainerWorker(attempt=attempt, pid=popen.pid, pgid=popen.pid, started=clock(), argv=argv,
                              log_path=log_path, popen=popen, feeder=feeder)
 
+    def reattach(self, info: dict, clock=time.monotonic) -> WorkerProcess | None:
+        """A trainer a previous supervisor started, still alive: read its log again, skipping the
+        steps RUN/metrics.jsonl already holds; re-register its newest checkpoint (it may have been
+        written while no supervisor ran)."""
+        w = Launcher.reattach(info, clock=clock)
+        if w is None:
+            return None
+        if not self.initial:
+            self.initial = self.initial_constraints()
+        feeder = LogFeeder(attempt=w.attempt, log_path=self.log_to_read(w.attempt), to_event=self.line_to_event,
+                           find_checkpoints=self.checkpoint_finder(w.attempt, {}, rescan=True), post=self.post,
+                           metrics_path=self.run_dir / "metrics.jsonl", heartbeat_s=self.heartbeat_s,
+                           poll_s=self.section.poll_s, skip_through=_last_recorded_step(
+                               self.run_dir / "metrics.jsonl", w.attempt)).start()
+        return TrainerWorker(attempt=w.attempt, pid=w.pid, pgid=w.pgid, started=w.started, argv=w.argv,
+                             log_path=w.log_path, feeder=feeder)
+
     def on_pruned(self, step: int) -> str:
         """The registry pruned step N's pointer: delete the trainer's checkpoint too when rlguard
         owns retention and the files are still the ones registered. Returns a line for the journal."""
@@ -297,6 +328,22 @@ class TrainerLauncher(Launcher):
             _delete_tree(Path(d))
         sidecar.unlink(missing_ok=True)
         return f"deleted {self.trainer} checkpoint step {step} ({', '.join(payload['dirs'])}): pruned by retention"
+
+
+def _last_recorded_step(metrics_path: Path, attempt: int) -> int:
+    last = -1
+    try:
+        with open(metrics_path, "rb") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(d, dict) and d.get("attempt") == attempt and isinstance(d.get("step"), int):
+                    last = d["step"]
+    except OSError:
+        pass
+    return last
 
 
 def _delete_tree(path: Path) -> None:

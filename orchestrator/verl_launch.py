@@ -203,10 +203,10 @@ class VerlLauncher(TrainerLauncher):
                if self.owns_retention() else "verl keeps every checkpoint (no max_*_ckpt_to_keep given)")
         return f"verl checkpoints in {self.ckpt_dir}; KL knobs in force: {self.kl_keys() or 'none'}; {own}"
 
-    def checkpoint_finder(self, attempt: int, constraints: dict) -> Callable[[], list[dict]]:
+    def checkpoint_finder(self, attempt: int, constraints: dict, rescan: bool = False) -> Callable[[], list[dict]]:
         """New checkpoints of this attempt: latest_checkpointed_iteration.txt changed since the start."""
         tracker = self.ckpt_dir / "latest_checkpointed_iteration.txt"
-        state = {"seen": _stamp(tracker)}
+        state = {"seen": None if rescan else _stamp(tracker)}
 
         def find() -> list[dict]:
             stamp = _stamp(tracker)

@@ -181,3 +181,38 @@ def test_a_launcher_without_its_section_is_an_error():
     with pytest.raises(ConfigError, match="needs its `openrlhf:` section"):
         parse_run_config({"supervisor": {"launcher": "openrlhf"}})
     assert parse_run_config({"supervisor": {"launcher": "verl", "verl": {}}}).supervisor.rollback_mode == "restart"
+
+
+# ============================================================ a supervisor restart
+
+def test_a_new_supervisor_reattaches_to_a_running_verl_and_reads_on_from_the_record(tmp_path):
+    import threading
+    import time
+
+    run_dir, ckpt = tmp_path / "run", tmp_path / "verl-ckpt"
+    cfg = _config("verl", {"command": [sys.executable, str(STANDIN_VERL)], "poll_s": 0.05, "overrides": [
+        "actor_rollout_ref.actor.use_kl_loss=true", "trainer.save_freq=2", f"trainer.default_local_dir={ckpt}",
+        "+standin.collapse_at=9", "+standin.safe_kl_coef=0.0012", "+standin.total_steps=14",
+        "+standin.step_s=0.2"]})
+    first = Supervisor(run_dir, cfg, serve_http=False, scheduler=False)
+    t = threading.Thread(target=first.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(e["step"] >= 4 for e in _metrics_or_none(run_dir)):
+        time.sleep(0.05)
+    first.detach("test: the supervisor goes away, the trainer trains on")
+    t.join(15)
+    assert first.live.state.value == "detached" and first.live.worker.poll()[0] is False
+
+    result = run_supervisor(Supervisor(run_dir, cfg, serve_http=False, scheduler=False, resume=True), timeout_s=50)
+    assert result.state.value == "completed", story(run_dir, kinds=("decision", "state", "launch", "restart"))
+    assert any(e.get("kind") == "state" and "reattached to worker" in e.get("reason", "") for e in journal(run_dir))
+    assert [(e["attempt"], Path(e["resume"]).name if e.get("resume") else None) for e in _launches(run_dir)] == [
+        (0, None), (1, "step-000006")]  # collapse at 9: 8's samples were scored at 9
+    pairs = [(e.get("attempt"), e["step"]) for e in _metrics(run_dir)]
+    assert len(pairs) == len(set(pairs))  # the reattached reader skipped what the record held
+    assert [s for a, s in pairs if a == 0] == list(range(1, max(s for a, s in pairs if a == 0) + 1))
+
+
+def _metrics_or_none(run_dir: Path) -> list[dict]:
+    return _metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
