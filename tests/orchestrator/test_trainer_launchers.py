@@ -115,6 +115,19 @@ def test_verl_file_record_reads_null_as_non_finite():
         verl_file_record_to_event(b'{"step": 3, "metrics": {}}')
 
 
+def test_verl_file_logger_fixture_written_by_verls_own_file_logger():
+    # fixtures/verl_file_logger.jsonl was written by the FileLogger class of verl/utils/tracking.py
+    # @ b178a3c with orjson 3.13 (numpy float32/float64 values, NaN and inf among them): it shows
+    # that verl writes non-finite values as null, which the reader turns back into NaN.
+    lines = (HERE / "fixtures" / "verl_file_logger.jsonl").read_bytes().splitlines()
+    events = [verl_file_record_to_event(x, attempt=0) for x in lines]
+    assert [e.step for e in events] == [1, 2, 2]
+    assert events[0].metrics["kl"] == pytest.approx(0.0123) and events[0].metrics["reward"] == 0.5
+    assert events[0].metrics["response_length"] == 212.0 and events[0].metrics["approx_kl"] == 0.002
+    assert math.isnan(events[1].metrics["kl"]) and math.isnan(events[1].metrics["entropy"])  # inf -> null -> NaN
+    assert events[2].metrics == {"val-core/openai/gsm8k/reward/mean@1": 0.31}
+
+
 # ============================================================ OpenRLHF
 
 def test_openrlhf_collapse_is_rolled_back_by_pointing_latest_at_global_step4(tmp_path):
@@ -216,3 +229,17 @@ def test_a_new_supervisor_reattaches_to_a_running_verl_and_reads_on_from_the_rec
 
 def _metrics_or_none(run_dir: Path) -> list[dict]:
     return _metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+
+
+def test_a_halt_stops_the_verl_process_group(tmp_path):
+    run_dir, ckpt = tmp_path / "run", tmp_path / "verl-ckpt"
+    cfg = _config("verl", {"command": [sys.executable, str(STANDIN_VERL)], "poll_s": 0.05, "overrides": [
+        "actor_rollout_ref.actor.use_kl_loss=true", "trainer.save_freq=2", f"trainer.default_local_dir={ckpt}",
+        "+standin.collapse_at=5", "+standin.total_steps=400", "+standin.step_s=0.1"]})
+    cfg.policies["rollback"] = {"budget": 0}  # every critical alert halts
+    sup = Supervisor(run_dir, cfg, serve_http=False, scheduler=False)
+    result = run_supervisor(sup, timeout_s=40)
+    assert result.state.value == "halted"
+    assert ("decision", "halt", "done") in story(run_dir)
+    assert sup.live.worker is None and sup._exited_worker.poll()[0]  # the trainer is gone, not left training
+    assert max(e["step"] for e in _metrics(run_dir)) < 20
