@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -283,8 +284,12 @@ class TrainerLauncher(Launcher):
         env.update(self.env)
         env.update(extra_env)
         env.update({"RLGUARD_ATTEMPT": str(attempt), "PYTHONUNBUFFERED": "1"})
+        # The wrapper records how the trainer ended (RUN/worker-status.json) for a supervisor that
+        # is not running at that moment (orchestrator/trainer_exit.py); argv (journaled) is the trainer's.
+        wrapped = [sys.executable, "-m", "orchestrator.trainer_exit", "--status",
+                   str(self.run_dir / "worker-status.json"), "--attempt", str(attempt), "--", *argv]
         with open(log_path, "ab") as log_file:
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            popen = subprocess.Popen(wrapped, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                      env=env, cwd=os.getcwd(), start_new_session=True)
         feeder = LogFeeder(attempt=attempt, log_path=self.log_to_read(attempt), to_event=self.line_to_event,
                            find_checkpoints=finder, post=self.post, metrics_path=self.run_dir / "metrics.jsonl",

@@ -243,3 +243,27 @@ def test_a_halt_stops_the_verl_process_group(tmp_path):
     assert ("decision", "halt", "done") in story(run_dir)
     assert sup.live.worker is None and sup._exited_worker.poll()[0]  # the trainer is gone, not left training
     assert max(e["step"] for e in _metrics(run_dir)) < 20
+
+
+def test_a_trainer_that_finished_while_no_supervisor_ran_is_not_relaunched(tmp_path):
+    import threading
+    import time
+
+    run_dir, ckpt = tmp_path / "run", tmp_path / "verl-ckpt"
+    cfg = _config("verl", {"command": [sys.executable, str(STANDIN_VERL)], "poll_s": 0.05, "overrides": [
+        "trainer.save_freq=2", f"trainer.default_local_dir={ckpt}", "+standin.total_steps=8", "+standin.step_s=0.2"]})
+    first = Supervisor(run_dir, cfg, serve_http=False, scheduler=False)
+    t = threading.Thread(target=first.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _metrics_or_none(run_dir):
+        time.sleep(0.05)
+    first.detach("test: the supervisor goes away")
+    t.join(15)
+    trainer = first.live.worker
+    while time.monotonic() < deadline and not trainer.poll()[0]:
+        time.sleep(0.05)
+    assert json.loads((run_dir / "worker-status.json").read_text())["status"] == "completed"
+
+    result = run_supervisor(Supervisor(run_dir, cfg, serve_http=False, scheduler=False, resume=True), timeout_s=30)
+    assert result.state.value == "completed" and len(_launches(run_dir)) == 1
