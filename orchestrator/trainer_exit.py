@@ -4,7 +4,9 @@ Runs a trainer that has no SDK (verl, OpenRLHF) and records how it ended in RUN/
 as the SDK does for its workers: a supervisor that was not running when the trainer finished
 (`rlguard run --resume`) then knows it completed instead of relaunching it from the last healthy
 checkpoint. It is the process-group leader the supervisor started; signals to the group reach the
-trainer directly, and a wrapper killed with its group writes nothing (the supervisor did that).
+trainer directly. On SIGTERM/SIGINT the wrapper waits for the trainer and reaps it before it
+exits, so the group is gone when the supervisor sees the wrapper end (an orphaned trainer would
+linger as a zombie until init reaps it), and it writes no status: the supervisor stopped it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.trainer[1:] if args.trainer[:1] == ["--"] else args.trainer
     if not cmd:
         p.error("no trainer command after --")
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopped.append(signum))  # the trainer got it too: wait for it
     rc = subprocess.call(cmd)
+    if stopped:
+        return 128 + stopped[0]
     status = {"status": "completed" if rc == 0 else "failed", "attempt": args.attempt, "pid": os.getpid(),
               "exit_code": rc, "time": time.time()}
     path = Path(args.status)
