@@ -93,12 +93,22 @@ def pointer_problem(payload: dict) -> str:
     return ""
 
 
+class ResumeTargetError(OSError):
+    """The trainer checkpoint to resume from is gone or was rewritten; restarts.relaunch marks it
+    CORRUPT and falls back to the next older healthy one."""
+
+    def __init__(self, step: int, message: str):
+        super().__init__(message)
+        self.checkpoint_step = step
+
+
 def resume_target(pointer_dir: Path) -> tuple[Path, dict]:
-    """The trainer directory to resume from, checked against the registered listing (OSError if not)."""
+    """The trainer directory to resume from, checked against the registered listing."""
     payload = read_pointer(pointer_dir)
     problem = pointer_problem(payload)
     if problem:
-        raise OSError(f"cannot resume from step {payload.get('step')}: {problem}")
+        raise ResumeTargetError(int(payload.get("step", -1)), f"cannot resume from step {payload.get('step')}: "
+                                f"{problem}")
     return Path(payload["resume_path"]), payload
 
 

@@ -18,7 +18,9 @@ orchestrator/verl_launch.py for the line references):
   restored optimizer lr and the new lr applies from the next one.
 
 Its own knobs (`+standin.*`): total_steps, collapse_at (from this step the KL and entropy blow
-up, unless the KL knob in force is >= safe_kl_coef), safe_kl_coef, step_s.
+up, unless the KL knob in force is >= safe_kl_coef), safe_kl_coef, step_s, rewrite_at and
+rewrite_step (after logging step rewrite_at, rewrite global_step_<rewrite_step>'s model file, as
+a second writer or a storage fault would).
 """
 
 from __future__ import annotations
@@ -152,6 +154,9 @@ def main() -> None:
         line = json.dumps({"step": step, "data": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                                                   for k, v in data.items()}})
         log.write(line.encode() + b"\n")
+        if cfg.get("standin.rewrite_at") == step:
+            (ckpt / f"global_step_{cfg['standin.rewrite_step']}" / "actor" / "model_world_size_1_rank_0.pt").write_bytes(
+                os.urandom(300))
     log.close()
 
 

@@ -267,3 +267,22 @@ def test_a_trainer_that_finished_while_no_supervisor_ran_is_not_relaunched(tmp_p
 
     result = run_supervisor(Supervisor(run_dir, cfg, serve_http=False, scheduler=False, resume=True), timeout_s=30)
     assert result.state.value == "completed" and len(_launches(run_dir)) == 1
+
+
+def test_a_rewritten_rollback_target_is_marked_corrupt_and_the_next_older_healthy_one_is_used(tmp_path):
+    run_dir, ckpt = tmp_path / "run", tmp_path / "verl-ckpt"
+    cfg = _config("verl", {"command": [sys.executable, str(STANDIN_VERL)], "poll_s": 0.05, "overrides": [
+        "actor_rollout_ref.actor.use_kl_loss=true", "trainer.save_freq=2", f"trainer.default_local_dir={ckpt}",
+        "trainer.max_actor_ckpt_to_keep=2", "+standin.collapse_at=7", "+standin.safe_kl_coef=0.0012",
+        "+standin.total_steps=10", "+standin.step_s=0.1", "+standin.rewrite_at=7", "+standin.rewrite_step=4"]})
+    cfg.supervisor.checkpoints.keep_healthy = 3  # keeps global_step_2 as the fallback
+    result = run_supervisor(Supervisor(run_dir, cfg, serve_http=False, scheduler=False), timeout_s=50)
+
+    assert result.state.value == "completed", story(run_dir, kinds=("decision", "state", "launch", "restart"))
+    launches = _launches(run_dir)
+    assert [(e["attempt"], Path(e["resume"]).name if e.get("resume") else None) for e in launches] == [
+        (0, None), (1, "step-000002")]
+    assert f"trainer.resume_from_path={ckpt}/global_step_2" in launches[1]["argv"]
+    corrupt = [e for e in journal(run_dir) if e.get("kind") == "checkpoint" and e.get("health") == "corrupt"]
+    assert [e["step"] for e in corrupt] == [4] and "changed since step 4 was registered" in corrupt[0]["note"]
+    assert (ckpt / "global_step_4").is_dir()  # a rewritten checkpoint is never deleted by rlguard
