@@ -286,3 +286,16 @@ def test_a_rewritten_rollback_target_is_marked_corrupt_and_the_next_older_health
     corrupt = [e for e in journal(run_dir) if e.get("kind") == "checkpoint" and e.get("health") == "corrupt"]
     assert [e["step"] for e in corrupt] == [4] and "changed since step 4 was registered" in corrupt[0]["note"]
     assert (ckpt / "global_step_4").is_dir()  # a rewritten checkpoint is never deleted by rlguard
+
+
+@pytest.mark.parametrize("name", ["verl_grpo.yaml", "openrlhf_ppo.yaml"])
+def test_the_example_configs_parse_and_build_a_command_line(name, tmp_path):
+    from orchestrator.spec import load_run_config
+    from orchestrator.supervisor import _make_launcher
+
+    cfg, _ = load_run_config(HERE.parents[1] / "examples" / name)
+    launcher = _make_launcher(tmp_path, tmp_path / "config.yaml", cfg.supervisor)
+    launcher.initial = launcher.initial_constraints()
+    assert "kl_coef" in launcher.initial and "clip_range" in launcher.initial
+    argv, _ = launcher.build(0, None, False, {})
+    assert argv[0] == sys.executable and len(argv) > 10
