@@ -20,7 +20,8 @@ orchestrator/verl_launch.py for the line references):
 Its own knobs (`+standin.*`): total_steps, collapse_at (from this step the KL and entropy blow
 up, unless the KL knob in force is >= safe_kl_coef), safe_kl_coef, step_s, rewrite_at and
 rewrite_step (after logging step rewrite_at, rewrite global_step_<rewrite_step>'s model file, as
-a second writer or a storage fault would).
+a second writer or a storage fault would), crash_at (exit 1 after logging that step, in attempt 0
+only: RLGUARD_ATTEMPT).
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ def main() -> None:
         line = json.dumps({"step": step, "data": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                                                   for k, v in data.items()}})
         log.write(line.encode() + b"\n")
+        if cfg.get("standin.crash_at") == step and os.environ.get("RLGUARD_ATTEMPT") == "0":
+            fail(f"simulated crash after step {step}")
         if cfg.get("standin.rewrite_at") == step:
             (ckpt / f"global_step_{cfg['standin.rewrite_step']}" / "actor" / "model_world_size_1_rank_0.pt").write_bytes(
                 os.urandom(300))

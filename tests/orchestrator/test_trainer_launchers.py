@@ -299,3 +299,19 @@ def test_the_example_configs_parse_and_build_a_command_line(name, tmp_path):
     assert "kl_coef" in launcher.initial and "clip_range" in launcher.initial
     argv, _ = launcher.build(0, None, False, {})
     assert argv[0] == sys.executable and len(argv) > 10
+
+
+def test_a_crashed_verl_is_relaunched_from_its_last_healthy_global_step_with_its_own_knobs(tmp_path):
+    run_dir, ckpt = tmp_path / "run", tmp_path / "verl-ckpt"
+    cfg = _config("verl", {"command": [sys.executable, str(STANDIN_VERL)], "poll_s": 0.05, "overrides": [
+        "trainer.save_freq=2", f"trainer.default_local_dir={ckpt}", "+standin.crash_at=5",
+        "+standin.total_steps=8", "+standin.step_s=0.05"]})
+    result = run_supervisor(Supervisor(run_dir, cfg, serve_http=False, scheduler=False), timeout_s=40)
+    assert result.state.value == "completed", story(run_dir, kinds=("decision", "state", "launch", "restart"))
+    launches = _launches(run_dir)
+    assert [(e["attempt"], Path(e["resume"]).name if e.get("resume") else None) for e in launches] == [
+        (0, None), (1, "step-000004")]
+    argv = launches[1]["argv"]
+    assert f"trainer.resume_from_path={ckpt}/global_step_4" in argv
+    assert not any(a.startswith("actor_rollout_ref.actor.") for a in argv)  # nothing was tightened
+    assert "simulated crash after step 5" in next(e for e in journal(run_dir) if e["kind"] == "restart")["worker_log_tail"]
