@@ -11,6 +11,9 @@ Responsibilities (one module each):
     operator.py      operator requests (pause, resume, rollback, relax, halt, approve), status
     recovery.py      `rlguard run --resume`: rebuild from the journal, reattach or relaunch
     launcher.py      the worker as a child in its own process group; exit descriptions
+    trainer_launch.py  trainers without an SDK (verl, OpenRLHF): log feeder, checkpoint pointers,
+                     rollback by relaunch; verl_launch.py, openrlhf_launch.py, trainer_specs.py,
+                     trainer_exit.py (docs/INTEGRATIONS.md)
     control_api.py   the one HTTP port: worker channel, control API (bearer token), extra routes
     periodic.py      APScheduler jobs (liveness, checkpoint cadence, disk, evaluation requests)
     sinks.py         RunSink protocol + a fan-out that isolates sink failures

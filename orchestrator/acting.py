@@ -67,6 +67,12 @@ def execute(sup: Supervisor, d: Decision, did: str) -> None:
         elif live.worker is None or live.state is RunState.RESTARTING:
             live.constraints.update(changes)  # the relaunch passes them as overrides
             sup.outcome(d, did, "done", f"recorded for the relaunch: {format_values(changes)}")
+        elif not getattr(sup.launcher, "accepts_commands", True):
+            # verl / OpenRLHF read their knobs only at launch: in force from the next relaunch
+            # (a rollback's), which passes them as the trainer's own flags.
+            live.constraints.update(changes)
+            sup.outcome(d, did, "done", f"recorded for the next relaunch ({sup.sc.launcher} reads its knobs only "
+                        f"at launch): {format_values(changes)}")
         else:
             sup.send(Command(CommandKind.SET_CONSTRAINTS, changes, decision_id=did), d)
     elif d.action is Action.ROLLBACK:
@@ -150,6 +156,11 @@ def halt(sup: Supervisor, d: Decision | None, did: str, reason: str) -> None:
         sup.set_state(RunState.HALTED, reason)
         return
     live.halting = (d, did, sup.clock() + sup.sc.stop_grace_s)
+    if not getattr(sup.launcher, "accepts_commands", True):
+        # No stop command to send: SIGTERM the trainer's process group now (SIGKILL after
+        # stop_grace_s); the exit is then handled as a halt (on_worker_exit).
+        live.worker.stop(sup.sc.stop_grace_s, clock=sup.clock, sleep=sup.sleep)
+        return
     sup.send(Command(CommandKind.STOP, {"reason": reason}, decision_id=did), d)
 
 

@@ -79,6 +79,9 @@ class SafeRegistry:
     def note_rollback(self, step):
         return self._guard("note_rollback", _no_change, step)
 
+    def mark_corrupt(self, step, reason):
+        return self._guard("mark_corrupt", None, step, reason)
+
     def hold(self, step):
         return self._guard("hold", None, step)
 

@@ -71,6 +71,9 @@ def handle_operator(sup: Supervisor, action: str, body: dict) -> tuple[int, dict
     sup.journal.operator(action, args, source=source)  # journaled once valid, before anything is done
     step = live.step or 0
     if action == "pause":
+        if not getattr(sup.launcher, "accepts_commands", True):
+            return 409, {"error": f"a {sup.sc.launcher} trainer cannot be paused while it runs (it takes no "
+                         "commands): halt it, or roll it back to a step"}
         if live.operator_paused:
             return 409, {"error": "already paused"}
         live.operator_paused = True

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from monitors.events import BadEvent, parse_event_line
 from orchestrator.commands import CONSTRAINT_NAMES
-from orchestrator.launcher import Launcher
 from orchestrator.state import RunState
 from policies.decision import Action, Decision
 
@@ -127,12 +126,15 @@ def _carried_out_meanwhile(d: Decision, decided: dict, events: list) -> str:
 def _replay_metrics(sup: Supervisor, events: list) -> None:
     """Warm the detectors on events the previous supervisor already handled, silently."""
     live = sup.live
+    # A trainer launcher's knobs are the ones it put on the command line (journaled with each
+    # launch), not what the trainer logs (a scheduled lr, an adaptive KL beta).
+    adopt = () if getattr(sup.launcher, "knobs_from_command_line", False) else CONSTRAINT_NAMES
     for event in events:
         attempt = event.attempt or 0
         live.last_seen[attempt] = max(event.step, live.last_seen.get(attempt, -1))
         live.attempt = max(live.attempt, attempt)
         live.step = event.step
-        for name in CONSTRAINT_NAMES:
+        for name in adopt:
             if event.metrics.get(name) is not None:
                 live.constraints[name] = float(event.metrics[name])
         sup.monitors.update(event)
@@ -141,7 +143,8 @@ def _replay_metrics(sup: Supervisor, events: list) -> None:
 def _reattach(sup: Supervisor) -> None:
     live = sup.live
     info = (sup.previous_info or {}).get("worker") or {}
-    worker = Launcher.reattach(info, clock=sup.clock, run_dir=sup.files.run_dir) if info else None
+    # a trainer launcher's reattach adds its log feeder
+    worker = sup.launcher.reattach(info, clock=sup.clock, run_dir=sup.files.run_dir) if info else None
     if worker is not None:
         live.worker = worker
         live.launch_attempt = worker.attempt

@@ -414,6 +414,19 @@ class CheckpointRegistry:
         return None
 
     @_locked
+    def mark_corrupt(self, step: int, reason: str) -> None:
+        """A checkpoint found unloadable outside `rollback_target` (a trainer launcher's target
+        whose files vanished or changed): CORRUPT, reported like a failed verification."""
+        e = self._entries.get(step)
+        if e is None or e.health is Health.CORRUPT:
+            return
+        e.health, e.note = Health.CORRUPT, reason
+        self._corruptions.append(Alert(code="checkpoint_corrupt", detector="registry", metric="", step=step,
+                                       severity=Severity.CRITICAL, onset_step=step,
+                                       message=f"checkpoint step {step} cannot be loaded ({reason}): skipped"))
+        self.save()
+
+    @_locked
     def take_corruption_alerts(self) -> list[Alert]:
         """Corruptions found since the last call (for sinks/pager; do not feed them to the engine)."""
         out, self._corruptions = self._corruptions, []

@@ -80,7 +80,15 @@ def relaunch(sup: Supervisor) -> None:
     try:
         launch(sup, resume=live.relaunch_resume, reason="restart", skip_batches=live.relaunch_skip)
     except OSError as e:  # could not even start it (no memory for fork, disk full, ...): a failed attempt
-        restart(sup, f"relaunch failed: {e}", resume=live.relaunch_resume, decision=live.relaunch_decision,
+        resume = live.relaunch_resume
+        bad_step = getattr(e, "checkpoint_step", None)
+        if bad_step is not None:  # a trainer launcher found its resume target gone or rewritten
+            sup.registry.mark_corrupt(bad_step, str(e))
+            sup.report_corruptions()
+            entry = sup.registry.rollback_target(bad_step)  # the next older healthy one, else the start
+            sup.report_corruptions()
+            resume = str(sup.registry.path_of(entry)) if entry is not None else ""
+        restart(sup, f"relaunch failed: {e}", resume=resume, decision=live.relaunch_decision,
                 skip_batches=live.relaunch_skip)
         return
     live.relaunch_skip = 0

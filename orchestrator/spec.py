@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.dashboards_config import DashboardsConfig
 from orchestrator.registry import RegistryConfig
+from orchestrator.trainer_specs import OpenRLHFSection, VerlSection
 
 
 class ConfigError(ValueError):
@@ -82,6 +83,12 @@ class SupervisorConfig(BaseModel):
                                         "(confirmation window) and retention.")
     tick_s: float = Field(0.2, gt=0, description="Longest the monitor loop sleeps waiting for worker "
                           "messages before checking liveness and timers.")
+    launcher: Literal["command", "verl", "openrlhf"] = Field(
+        "command", description="command: the built-in worker or `command` (SDK workers). verl / openrlhf: start "
+        "that trainer with the `verl:` / `openrlhf:` section, read its own logs, roll back by relaunch "
+        "(docs/INTEGRATIONS.md).")
+    verl: VerlSection | None = Field(None, description="launcher: verl (orchestrator/trainer_specs.py).")
+    openrlhf: OpenRLHFSection | None = Field(None, description="launcher: openrlhf (orchestrator/trainer_specs.py).")
 
     @field_validator("command")
     @classmethod
@@ -95,6 +102,35 @@ class SupervisorConfig(BaseModel):
         if self.host not in ("127.0.0.1", "localhost", "::1") and not self.allow_remote:
             raise ValueError(f"host {self.host!r} exposes the control API beyond this machine; "
                              "set allow_remote: true to do that on purpose")
+        return self
+
+    @model_validator(mode="after")
+    def _trainer_launcher_fits(self):
+        """verl and OpenRLHF take no commands while they run: every action happens at a relaunch."""
+        if self.launcher == "command":
+            for name in ("verl", "openrlhf"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"a `{name}:` section needs launcher: {name}")
+            return self
+        name = self.launcher
+        problems = []
+        if getattr(self, name) is None:
+            problems.append(f"launcher: {name} needs its `{name}:` section (at least `{name}: {{}}`)")
+        if self.command is not None:
+            problems.append(f"command: is for SDK workers; with launcher: {name} set {name}.command instead")
+        if "rollback_mode" in self.model_fields_set and self.rollback_mode != "restart":
+            problems.append(f"rollback_mode: {name} cannot load a checkpoint while it runs; use restart (the default "
+                            f"with launcher: {name})")
+        for knob in ("checkpoint_every_s", "eval_every_s"):
+            if getattr(self, knob) is not None:
+                problems.append(f"{knob}: {name} takes no save/evaluate commands; set its own save/test "
+                                "frequency in its arguments")
+        if self.checkpoints.confirm_steps < 1:
+            problems.append("checkpoints.confirm_steps: must be >= 1 with this launcher: checkpoint N's samples "
+                            "are scored at step N+1, so N is healthy only once step N+1's metrics are")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.rollback_mode = "restart"
         return self
 
     def command_argv(self) -> list[str] | None:

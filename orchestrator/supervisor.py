@@ -73,7 +73,7 @@ class Supervisor:
             self.files.write_config(config.model_dump(mode="json"))
         self.journal = SafeJournal(self.files.open_journal())
         self.registry = SafeRegistry(self.files.open_registry(config))
-        self.launcher = Launcher(self.files.run_dir, self.files.config_path, self.sc.command_argv(), env={})
+        self.launcher = _make_launcher(self.files.run_dir, self.files.config_path, self.sc)
         self._resume = resume
         self.previous_info = read_supervisor_info(self.files.run_dir) if resume else {}
         self._extra_routes = list(extra_routes or [])
@@ -135,6 +135,9 @@ class Supervisor:
                                  "RLGUARD_HEARTBEAT_S": str(self.sc.heartbeat_interval_s),
                                  "RLGUARD_SYNC_WAIT_S": str(self.sc.sync_wait_s),
                                  "RLGUARD_SYNC_WAIT_FRACTION": str(self.sc.sync_wait_step_fraction)}
+        bind = getattr(self.launcher, "bind", None)
+        if bind is not None:  # a trainer launcher's log feeder posts what it reads into the inbox
+            bind(self.post, self.sc.heartbeat_interval_s)
         self.files.write_supervisor_info(self.url, self.port,
                                          worker=None)
         if self._use_scheduler:
@@ -149,6 +152,9 @@ class Supervisor:
                           resume=self._resume)
         for problem in self.registry.problems:
             self.journal.note(problem, event="registry_repair")
+        describe = getattr(self.launcher, "describe", None)
+        if describe is not None:
+            self.journal.note(f"launcher {self.sc.launcher}: {describe()}", event="launcher", launcher=self.sc.launcher)
         if self._resume:
             recover(self)
         else:
@@ -163,6 +169,9 @@ class Supervisor:
         if w is not None and self.live.state in (RunState.HALTED, RunState.FAILED, RunState.COMPLETED):
             if not w.poll()[0]:
                 w.stop(self.sc.stop_grace_s, clock=self.clock, sleep=self.sleep)
+        stop_reading = getattr(w, "stop_reading", None)
+        if stop_reading is not None:  # a trainer launcher's log feeder: the next supervisor reads on
+            stop_reading()
         try:
             self.journal.note(f"supervisor stopped: {self.live.state.value}", event="supervisor_stopped",
                               state=self.live.state.value, reason=self.live.reason)
@@ -256,6 +265,14 @@ class Supervisor:
 
     def send(self, command: Command, decision: Decision | None = None) -> None:
         """Queue a command for the worker's next sync (its next step boundary)."""
+        if not getattr(self.launcher, "accepts_commands", True):
+            # verl / OpenRLHF read no commands: one never acknowledged would read as a suspect worker.
+            self.journal.note(f"command {command.kind.value} not sent: the {self.sc.launcher} launcher takes no "
+                              "commands while the trainer runs", event="command_not_sent", command=command.to_dict())
+            if decision is not None:
+                self.outcome(decision, command.decision_id, "skipped",
+                             f"{self.sc.launcher} takes no {command.kind.value} command while it runs")
+            return
         with self.live.lock:
             self.live.outbox.append(command)
             self.live.unacked[command.id] = SentCommand(command, float("inf"), decision)
@@ -327,7 +344,9 @@ class Supervisor:
         # While a timeline is being abandoned (rolling back, restarting) the worker still reports
         # the values it trains with, not the ones decided for what comes next: keep the decided ones.
         adopt = self.live.state not in (RunState.ROLLING_BACK, RunState.RESTARTING)
-        for name in CONSTRAINT_NAMES:
+        # A trainer launcher put the knobs on the command line itself: what the trainer logs (an
+        # adaptive KL controller's beta, a scheduled lr) is not what a relaunch should pass.
+        for name in () if getattr(self.launcher, "knobs_from_command_line", False) else CONSTRAINT_NAMES:
             v = event.metrics.get(name)
             if v is not None:
                 if adopt:
@@ -394,6 +413,10 @@ class Supervisor:
         for step in change.pruned:
             self.journal.checkpoint(step, "", "pruned")
             self.sinks.on_checkpoint(step, "", "pruned")
+            on_pruned = getattr(self.launcher, "on_pruned", None)
+            note = on_pruned(step) if on_pruned is not None else ""
+            if note:
+                self.journal.note(note, event="trainer_checkpoint_pruned", step=step)
 
     def report_corruptions(self) -> None:
         for a in self.registry.take_corruption_alerts():
@@ -431,6 +454,9 @@ class Supervisor:
         Declared in the trainer section, else (built-in worker) the trainer's defaults. A
         `command:` worker's undeclared ones come from its first events (see _observe): the
         built-in trainer's defaults say nothing about another trainer's knobs."""
+        initial = getattr(self.launcher, "initial_constraints", None)
+        if initial is not None:  # a trainer launcher knows them from the user's flags and the trainer's defaults
+            return initial()
         t = self.cfg.trainer
         out = {k: float(t[k]) for k in CONSTRAINT_NAMES
                if isinstance(t.get(k), (int, float)) and not isinstance(t.get(k), bool)}
@@ -449,7 +475,8 @@ class Supervisor:
         """The constraints in force before the first event. A `command:` worker starts with none:
         policies may only change the knobs it reports (kl_coef / clip_range / lr metrics), so one
         without a clip range is never sent a clip_range."""
-        return dict(self.live.initial_constraints) if self.sc.command is None else {}
+        known = self.sc.command is None or hasattr(self.launcher, "initial_constraints")
+        return dict(self.live.initial_constraints) if known else {}
 
     def _view(self):
         from policies.view import RunView
@@ -495,6 +522,19 @@ class Supervisor:
         snap = build_status(self)
         with self._status_lock:
             self._status = snap
+
+
+def _make_launcher(run_dir: Path, config_path: Path, sc) -> Launcher:
+    """The built-in/command launcher, or a trainer launcher (orchestrator/trainer_launch.py)."""
+    if sc.launcher == "verl":
+        from orchestrator.verl_launch import VerlLauncher
+
+        return VerlLauncher(run_dir, config_path, sc.verl, env={})
+    if sc.launcher == "openrlhf":
+        from orchestrator.openrlhf_launch import OpenRLHFLauncher
+
+        return OpenRLHFLauncher(run_dir, config_path, sc.openrlhf, env={})
+    return Launcher(run_dir, config_path, sc.command_argv(), env={})
 
 
 def _pid() -> int:
