@@ -4,8 +4,11 @@
     rlguard replay runs/x --format json                 # a run directory works too
     rlguard replay trace.jsonl --config run.yaml        # monitors:/policies: sections, or a monitors-only file
 
-With `--format json`, one JSON object per line on stdout, in step order, for every alert and
-every decision:
+With `--format json`, one JSON object per line on stdout: first the coverage (which failure
+classes the trace's metrics arm, monitors/coverage.py; no "step"), then in step order every
+alert and every decision:
+    {"type": "coverage", "summary": "detection armed for 6/11 ...", "armed": [...], "off": [...],
+     "gaps": ["kl not logged: kl_explosion off"], "metrics": [...], "classes": [{...}, ...]}
     {"step": 431, "type": "alert", "detector": "patterns", "code": "pattern_collapse", "metric": "kl",
      "severity": "critical", "onset_step": 418, "message": "..."}
     {"step": 431, "type": "action", "action": "rollback", "target_step": 400, "reason": "...", "params": {...}}
@@ -85,6 +88,20 @@ def _text(rec: dict) -> str:
     return f"step {rec['step']:>6}  ACTION   {rec['action']}{target}{params}{mode}: {rec['reason']}"
 
 
+def print_coverage(trace: Path, fmt: str, out) -> None:
+    """What the trace's metrics arm and what they leave off, before the alerts: a user must know
+    what the replay could NOT have caught. Reads the names in a pass of its own (bad lines are
+    reported by the replay pass)."""
+    from monitors.coverage import CoverageTracker, text_block
+
+    tracker = CoverageTracker()
+    for ev in EventReader(trace, on_error=lambda e: None, max_errors_kept=0):
+        tracker.observe(ev.metrics)
+    rep = tracker.current
+    lines = [json.dumps({"type": "coverage", **rep})] if fmt == "json" else text_block(rep)
+    out.write("".join(line + "\n" for line in lines))
+
+
 def _make_simulator(policy_config, checkpoint_every: int):
     try:
         from policies.replay import ReplaySimulator
@@ -143,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write((json.dumps(rec, allow_nan=True) if args.format == "json" else _text(rec)) + "\n")
 
     try:
+        print_coverage(trace, args.format, out)
         reader = replay(trace, stack, simulator, emit)
     except OSError as e:
         print(f"rlguard replay: cannot read {trace}: {e.strerror or e}", file=sys.stderr)
