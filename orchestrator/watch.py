@@ -142,6 +142,9 @@ class Watcher:
         self.step: int | None = None
         self.events = 0
         self.recent_alerts: list[dict] = []
+        from orchestrator.coverage_log import CoverageLog
+
+        self.coverage = CoverageLog(self.journal, log)  # which failure classes the stream's metrics arm
         self._lock = threading.Lock()  # status() is read from the HTTP thread
 
     # ------------------------------------------------------------------ the loop's steps
@@ -153,6 +156,7 @@ class Watcher:
         self.events += 1
         self.step = event.step
         self.sinks.on_event(event)
+        self.coverage.observe(event.step, event.metrics)
         alerts = self.monitors.update(event)  # detect
         self._record_alerts(alerts)
         decisions = self.sim.observe(event.step, alerts, event.metrics)  # decide
@@ -193,7 +197,7 @@ class Watcher:
                     "checkpoints": [{"step": c.step, "health": str(getattr(c.health, "value", c.health)),
                                      "assumed": True} for c in self.sim.checkpoint_views()],
                     "metrics_file": str(self.metrics_path), "run_dir": str(self.run_dir),
-                    "sink_errors": self.sinks.error_total}
+                    "sink_errors": self.sinks.error_total, "coverage": self.coverage.current}
 
     def close(self, reason: str) -> None:
         self.journal.note(f"watch stopped: {reason}", event="watch_stopped", step=self.step, events=self.events)

@@ -242,3 +242,12 @@ def test_coverage_of_trl_grpo_at_beta_zero_says_kl_classes_are_off():
     assert "kl not logged: kl_explosion off" in line
     full = {c.name: c for c in coverage(trl_beta0 + ["kl", "perplexity"])}
     assert all(c.armed for n, c in full.items() if n != "eval_long_tail")
+
+
+def test_kl_and_kl_seq_are_one_witness_for_the_classes_they_strengthen():
+    from monitors.coverage import coverage
+
+    cov = {c.name: c for c in coverage(["response_length", "kl"])}
+    assert cov["length_collapse"].weaker_without == ("entropy",)  # not kl_seq: kl is logged
+    assert {c.name: c for c in coverage(["response_length"])}["length_collapse"].weaker_without == (
+        "entropy", "kl", "kl_seq")
