@@ -140,3 +140,17 @@ class CoverageTracker:
     def current(self) -> dict:
         """The latest report (before any event: what nothing logged arms)."""
         return self._report if self._report is not None else report(())
+
+
+def doc_table() -> str:
+    """docs/METRICS.md's coverage table, from CLASSES (a test keeps the doc equal to it)."""
+
+    def group(ms, many: bool) -> str:
+        text = " or ".join(f"`{m}`" for m in ms)
+        return f"({text})" if many and len(ms) > 1 else text
+
+    rows = ["| class | what it catches | needs | strengthened by |", "|---|---|---|---|"]
+    for c in CLASSES:
+        needs = " and ".join(group(g, len(c.needs) > 1) for g in c.needs) or "nothing: always armed"
+        rows.append(f"| `{c.name}` | {c.what} | {needs} | {', '.join(f'`{m}`' for m in c.strengthens) or '-'} |")
+    return "\n".join(rows) + "\n"

@@ -251,3 +251,15 @@ def test_kl_and_kl_seq_are_one_witness_for_the_classes_they_strengthen():
     assert cov["length_collapse"].weaker_without == ("entropy",)  # not kl_seq: kl is logged
     assert {c.name: c for c in coverage(["response_length"])}["length_collapse"].weaker_without == (
         "entropy", "kl", "kl_seq")
+
+
+def test_metrics_doc_coverage_table_is_generated_from_classes():
+    from pathlib import Path
+
+    from monitors.coverage import CLASSES, doc_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
+    assert "## Coverage: which failure classes each metric arms" in doc
+    assert doc_table() in doc, "docs/METRICS.md's coverage table is stale: paste monitors.coverage.doc_table()"
+    assert all(f"| `{c.name}` |" in doc_table() for c in CLASSES)
+    assert "| `kl_runaway` | KL a large multiple" in doc_table() and "(`kl` or `kl_seq`) and" in doc_table()
