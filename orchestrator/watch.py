@@ -50,6 +50,7 @@ from pathlib import Path
 
 from monitors.alerts import Alert
 from monitors.events import MetricEvent
+from orchestrator.coverage_log import CoverageLog
 from orchestrator.spec import ConfigError, RunConfig, load_run_config, parse_run_config
 from policies.decision import Action, Decision
 
@@ -142,8 +143,6 @@ class Watcher:
         self.step: int | None = None
         self.events = 0
         self.recent_alerts: list[dict] = []
-        from orchestrator.coverage_log import CoverageLog
-
         self.coverage = CoverageLog(self.journal, log)  # which failure classes the stream's metrics arm
         self._lock = threading.Lock()  # status() is read from the HTTP thread
 
