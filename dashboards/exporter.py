@@ -16,6 +16,9 @@ What is exported and why it is shaped that way (names in dashboards/prom_catalog
   of a run would never page.
 - Timestamps of "last step / last checkpoint / last rollback" are gauges in seconds since
   the epoch, for `time() - x > N` rules.
+- `rlguard_detection_armed{class}`: 1 per failure class the metrics seen so far let the
+  monitors detect, 0 per class a needed metric is missing for (monitors/coverage.py). Every
+  class has its series from the start, so "what is this run not protected against" is a query.
 
 Each exporter has its own CollectorRegistry (never the process-global one), so two runs, or
 two tests, never share series. All methods are thread-safe.
@@ -44,6 +47,7 @@ from dashboards.prom_catalog import (
 )
 from dashboards.prom_server import MetricsServer
 from monitors.alerts import Alert, Severity
+from monitors.coverage import CoverageTracker
 from monitors.events import MetricEvent
 from policies.decision import Action, Decision
 
@@ -111,6 +115,7 @@ class RunExporter:
         self._prev_event_time: float | None = None
         self._prev_step: int | None = None
         self._server: MetricsServer | None = None
+        self._coverage = CoverageTracker()
         self._build_metrics()
         self._set_info(info)
         if kl_budget is None and info.get("kl_budget") is not None:
@@ -174,6 +179,9 @@ class RunExporter:
         self._checkpoints = Gauge(
             "rlguard_checkpoints", h("rlguard_checkpoints"), ["run_id", "health"], registry=r
         )
+        self._armed = Gauge(
+            "rlguard_detection_armed", h("rlguard_detection_armed"), ["run_id", "class"], registry=r
+        )
         self._step_duration = Histogram(
             "rlguard_step_duration_seconds",
             h("rlguard_step_duration_seconds"),
@@ -198,6 +206,11 @@ class RunExporter:
         for health in CHECKPOINT_HEALTHS:
             self._checkpoints.labels(rid, health).set(0)
         self._g("rlguard_last_healthy_checkpoint_step").set(-1)
+        self._set_coverage(self._coverage.current)
+
+    def _set_coverage(self, report: dict) -> None:
+        for c in report["classes"]:
+            self._armed.labels(self.run_id, c["class"]).set(1 if c["armed"] else 0)
 
     def _g(self, name: str):
         return self._gauges[name].labels(self.run_id)
@@ -245,6 +258,9 @@ class RunExporter:
                 else:
                     self._extra_dropped.labels(rid).inc()
             self._g("rlguard_nonfinite_metrics").set(nonfinite)
+            coverage = self._coverage.observe(event.metrics)
+            if coverage is not None:  # only when a newly logged metric changed it
+                self._set_coverage(coverage)
             self._g("rlguard_step").set(event.step)
             if event.attempt is not None:
                 self._g("rlguard_attempt").set(event.attempt)

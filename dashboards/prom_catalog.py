@@ -136,6 +136,11 @@ OWN_FAMILIES: dict[str, tuple[str, str]] = {
     "rlguard_last_checkpoint_timestamp_seconds": ("gauge", "When the latest checkpoint was written."),
     "rlguard_last_checkpoint_step": ("gauge", "Step of the latest checkpoint written."),
     "rlguard_last_healthy_checkpoint_step": ("gauge", "Step of the newest healthy checkpoint (-1: none)."),
+    "rlguard_detection_armed": (
+        "gauge",
+        "1 when the metrics logged so far arm detection of a failure class (label class), 0 when one it "
+        "needs is missing (docs/METRICS.md coverage table).",
+    ),
     "rlguard_notification_failures_total": (
         "counter",
         "Notifications (webhook, Alertmanager push) given up on or dropped, by target.",

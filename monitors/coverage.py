@@ -65,8 +65,13 @@ def coverage(names: Iterable[str]) -> list[ClassCoverage]:
     for c in CLASSES:
         unmet = [g for g in c.needs if not seen.intersection(g)]
         out.append(ClassCoverage(c.name, c.what, not unmet, tuple(" or ".join(g) for g in unmet),
-                                 tuple(m for m in c.strengthens if m not in seen)))
+                                 tuple(m for m in c.strengthens if m not in seen and not _other_kl_seen(m, seen))))
     return out
+
+
+def _other_kl_seen(m: str, seen: set[str]) -> bool:
+    """kl and kl_seq are one witness in two units: with one logged, the other is not "missing"."""
+    return m in KL and bool(seen.intersection(KL))
 
 
 def gaps(cov: list[ClassCoverage]) -> list[str]:
@@ -85,3 +90,71 @@ def summary(names: Iterable[str]) -> str:
     lines = gaps(cov)
     return f"detection armed for {len(armed)}/{len(cov)} failure classes ({', '.join(armed)})" + (
         "; " + "; ".join(lines) if lines else "")
+
+
+# Every metric name some class needs or is strengthened by: only these are tracked, so a stream
+# inventing names (one per step) cannot grow the tracker.
+RELEVANT: frozenset[str] = frozenset(
+    m for c in CLASSES for m in (*(n for g in c.needs for n in g), *c.strengthens))
+
+
+def report(names: Iterable[str]) -> dict:
+    """The coverage as data, for the journal, /api/status, the live page and replay's JSON record.
+
+    summary: `summary()`'s line; armed / off: class names; gaps: `gaps()`'s lines ("kl not logged:
+    kl_explosion off"); metrics: the names seen that coverage looks at; classes: one
+    `ClassCoverage.to_dict()` per class, in CLASSES order."""
+    seen = set(names)
+    cov = coverage(seen)
+    return {"summary": summary(seen), "armed": [c.name for c in cov if c.armed],
+            "off": [c.name for c in cov if not c.armed], "gaps": gaps(cov),
+            "metrics": sorted(seen & RELEVANT), "classes": [c.to_dict() for c in cov]}
+
+
+def text_block(rep: dict) -> list[str]:
+    """The coverage for people, a few lines: what is armed, then one line per missing metric."""
+    return [f"coverage: {len(rep['armed'])}/{len(rep['classes'])} failure classes armed "
+            f"({', '.join(rep['armed'])})"] + [f"coverage: NOT WATCHED: {g}" for g in rep["gaps"]]
+
+
+class CoverageTracker:
+    """The metric names a run has logged so far, and the coverage they give.
+
+    `observe(metrics)` returns the new report on the first event and whenever a newly logged name
+    changes the coverage (a class armed, a missing or strengthening metric now present); None
+    otherwise, so callers log and journal only on a change. A value of None ("not measured this
+    step") does not count as logged; NaN does (the non-finite check reads it)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self._report: dict | None = None
+
+    def observe(self, metrics: dict) -> dict | None:
+        new = [n for n, v in metrics.items() if v is not None and n in RELEVANT and n not in self.names]
+        if self._report is not None and not new:
+            return None
+        self.names.update(new)
+        rep = report(self.names)
+        if self._report is not None and rep["classes"] == self._report["classes"]:
+            return None
+        self._report = rep
+        return rep
+
+    @property
+    def current(self) -> dict:
+        """The latest report (before any event: what nothing logged arms)."""
+        return self._report if self._report is not None else report(())
+
+
+def doc_table() -> str:
+    """docs/METRICS.md's coverage table, from CLASSES (a test keeps the doc equal to it)."""
+
+    def group(ms, many: bool) -> str:
+        text = " or ".join(f"`{m}`" for m in ms)
+        return f"({text})" if many and len(ms) > 1 else text
+
+    rows = ["| class | what it catches | needs | strengthened by |", "|---|---|---|---|"]
+    for c in CLASSES:
+        needs = " and ".join(group(g, len(c.needs) > 1) for g in c.needs) or "nothing: always armed"
+        rows.append(f"| `{c.name}` | {c.what} | {needs} | {', '.join(f'`{m}`' for m in c.strengthens) or '-'} |")
+    return "\n".join(rows) + "\n"

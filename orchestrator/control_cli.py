@@ -78,8 +78,9 @@ def _offline_status(run_dir: Path) -> dict:
         registry = json.loads((run_dir / "checkpoints" / "registry.json").read_text())
     except (OSError, ValueError):
         pass
+    coverage = next((e for e in reversed(entries) if e.get("event") == "coverage"), None)
     return {"state": state.get("state", "unknown"), "reason": state.get("reason", ""), "step": state.get("step"),
-            "supervisor": "not running", "alerts": alerts,
+            "supervisor": "not running", "alerts": alerts, "coverage": coverage,
             "checkpoints": [{"step": e["step"], "health": e["health"]} for e in registry.get("entries", [])]}
 
 
@@ -96,6 +97,11 @@ def _print_status(s: dict) -> None:
         print(f"approval:     {a['decision_id']} {a['decision']['action']} waits ({a['seconds_left']:.0f} s left): "
               f"{a['decision']['reason']}")
     print("checkpoints:  " + (", ".join(f"{c['step']}:{c['health']}" for c in s.get("checkpoints", [])) or "none"))
+    if s.get("coverage"):  # what the run's metrics do NOT let rlguard see
+        c = s["coverage"]
+        print(f"coverage:     {len(c['armed'])}/{len(c['classes'])} failure classes armed")
+        for gap in c.get("gaps") or []:
+            print(f"not watched:  {gap}")
     for a in (s.get("alerts") or [])[-5:]:
         print(f"alert:        step {a['step']} {a['severity']} {a['code']} {a.get('metric', '')}: {a.get('message', '')}")
 

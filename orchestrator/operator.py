@@ -157,4 +157,5 @@ def build_status(sup: Supervisor) -> dict:
         "worker": {"pid": w.pid, "attempt": w.attempt} if w is not None else None,
         "run_dir": str(sup.files.run_dir),
         "sink_errors": sup.sinks.error_total,
+        "coverage": sup.coverage.current,
     }

@@ -11,8 +11,11 @@ TensorBoard event files or directories, verl's file-logger JSONL and console log
 stdout, trl/transformers console output, a W&B run directory. `--format` takes an output
 format (json, text) and/or an input format name (repeat it for both).
 
-With `--format json`, one JSON object per line on stdout, in step order, for every alert and
-every decision:
+With `--format json`, one JSON object per line on stdout: first the coverage (which failure
+classes the trace's metrics arm, monitors/coverage.py; no "step"), then in step order every
+alert and every decision:
+    {"type": "coverage", "summary": "detection armed for 6/11 ...", "armed": [...], "off": [...],
+     "gaps": ["kl not logged: kl_explosion off"], "metrics": [...], "classes": [{...}, ...]}
     {"step": 431, "type": "alert", "detector": "patterns", "code": "pattern_collapse", "metric": "kl",
      "severity": "critical", "onset_step": 418, "message": "..."}
     {"step": 431, "type": "action", "action": "rollback", "target_step": 400, "reason": "...", "params": {...}}
@@ -97,6 +100,19 @@ def _text(rec: dict) -> str:
     params = f" {rec['params']}" if rec.get("params") else ""
     mode = f" ({rec['mode']})" if rec.get("mode") not in (None, "auto") else ""
     return f"step {rec['step']:>6}  ACTION   {rec['action']}{target}{params}{mode}: {rec['reason']}"
+
+
+def print_coverage(events, fmt: str, out) -> None:
+    """What the trace's metrics arm and what they leave off, before the alerts: a user must know
+    what the replay could NOT have caught."""
+    from monitors.coverage import CoverageTracker, text_block
+
+    tracker = CoverageTracker()
+    for ev in events:
+        tracker.observe(ev.metrics)
+    rep = tracker.current
+    lines = [json.dumps({"type": "coverage", **rep})] if fmt == "json" else text_block(rep)
+    out.write("".join(line + "\n" for line in lines))
 
 
 def _make_simulator(policy_config, checkpoint_every: int):
@@ -184,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"rlguard replay: cannot read {trace}: {e.strerror or e}", file=sys.stderr)
         return 2
+    print_coverage(events, out_format, out)
     replay(events, stack, simulator, emit)
     out.flush()
     policies = "policies not available" if simulator is None and not args.no_policies else (

@@ -26,6 +26,7 @@ from pathlib import Path
 from monitors.events import BadEvent, MetricEvent, event_from_dict
 from orchestrator import liveness, periodic, restarts
 from orchestrator.commands import CONSTRAINT_NAMES, Ack, Command, CommandKind
+from orchestrator.coverage_log import CoverageLog
 from orchestrator.durable import SafeJournal, SafeRegistry
 from orchestrator.launcher import Launcher, WorkerProcess, describe_exit
 from orchestrator.live import LiveRun, PendingApproval, SentCommand
@@ -73,6 +74,7 @@ class Supervisor:
             self.files.write_config(config.model_dump(mode="json"))
         self.journal = SafeJournal(self.files.open_journal())
         self.registry = SafeRegistry(self.files.open_registry(config))
+        self.coverage = CoverageLog(self.journal, log)  # which failure classes the logged metrics arm
         self.launcher = _make_launcher(self.files.run_dir, self.files.config_path, self.sc)
         self._resume = resume
         self.previous_info = read_supervisor_info(self.files.run_dir) if resume else {}
@@ -354,6 +356,7 @@ class Supervisor:
                 # A custom worker's starting values are known from its first events.
                 self.live.initial_constraints.setdefault(name, v)
         self.sinks.on_event(event)
+        self.coverage.observe(event.step, event.metrics)
         alerts = self.monitors.update(event)  # detect
         for a in alerts:
             self.journal.alert(a)

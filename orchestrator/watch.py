@@ -60,6 +60,7 @@ from pathlib import Path
 
 from monitors.alerts import Alert
 from monitors.events import MetricEvent
+from orchestrator.coverage_log import CoverageLog
 from orchestrator.spec import ConfigError, RunConfig, load_run_config, parse_run_config
 from policies.decision import Action, Decision
 
@@ -183,6 +184,7 @@ class Watcher:
         self.events = 0
         self.bad_lines = 0
         self.recent_alerts: list[dict] = []
+        self.coverage = CoverageLog(self.journal, log)  # which failure classes the stream's metrics arm
         self._lock = threading.Lock()  # status() is read from the HTTP thread
 
     # ------------------------------------------------------------------ the loop's steps
@@ -194,6 +196,7 @@ class Watcher:
         self.events += 1
         self.step = event.step
         self.sinks.on_event(event)
+        self.coverage.observe(event.step, event.metrics)
         alerts = self.monitors.update(event)  # detect
         self._record_alerts(alerts)
         decisions = self.sim.observe(event.step, alerts, event.metrics)  # decide
@@ -245,7 +248,7 @@ class Watcher:
                     "checkpoints": [{"step": c.step, "health": str(getattr(c.health, "value", c.health)),
                                      "assumed": True} for c in self.sim.checkpoint_views()],
                     "metrics_file": str(self.metrics_path), "run_dir": str(self.run_dir),
-                    "sink_errors": self.sinks.error_total}
+                    "sink_errors": self.sinks.error_total, "coverage": self.coverage.current}
 
     def close(self, reason: str) -> None:
         self.journal.note(f"watch stopped: {reason}", event="watch_stopped", step=self.step, events=self.events,

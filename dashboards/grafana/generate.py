@@ -113,7 +113,23 @@ def _overview(lay: Layout) -> list[dict]:
             3,
             4,
         ),
+        lay.place(_not_watched(), 24, 3),
     ]
+
+
+def _not_watched() -> dict:
+    """One tile per failure class the run's metrics do not arm: what it is NOT protected against."""
+    panel = stat(
+        "Not watched (a metric the detector needs is not logged)",
+        f"rlguard_detection_armed{{{RUN}}} == 0",
+        "{{run_id}}: {{class}}",
+        description="Failure classes no detector can see in this run, because a metric they need is not "
+        "logged (e.g. no kl at trl's beta 0). Which metric: rlguard status RUN, /api/status, or the "
+        "coverage table of docs/METRICS.md. Empty: every class is armed.",
+        thresholds=[(None, "orange")],
+    )
+    panel["options"]["textMode"] = "name"  # the value is always 0: the class is the message
+    return panel
 
 
 def _metric_panels(lay: Layout) -> list[dict]:

@@ -6,7 +6,8 @@ its control API (docs/INTERFACES.md). Routes:
     GET /                          the page (static/index.html)
     GET /dashboard/static/{file}   its JS/CSS and the vendored uPlot (no CDN)
     GET /api/history?max_points=N  RunHistory.snapshot: every metric downsampled to <= ~N
-                                   points per chart, alerts, decisions, checkpoints, ...
+                                   points per chart, alerts, decisions, checkpoints, ...,
+                                   and `coverage` (see with_coverage)
     GET /api/stream?since=SEQ      text/event-stream; each message is `event: batch` with
                                    data [[seq, kind, data], ...] (kinds: event, alert,
                                    decision, checkpoint, state, restart, segment, closed) or
@@ -116,7 +117,7 @@ def dashboard_routes(history: RunHistory, control=None) -> list[BaseRoute]:
         # Downsampling 100k steps x dozens of metrics takes tens of ms: keep it off the loop.
         snap = await asyncio.to_thread(history.snapshot, max_points)
         snap["control"] = control is not None
-        return _json_response(request, snap)
+        return _json_response(request, with_coverage(snap))
 
     async def api_stream(request: Request) -> Response:
         try:
@@ -143,6 +144,16 @@ def dashboard_routes(history: RunHistory, control=None) -> list[BaseRoute]:
         Route("/api/history", api_history, methods=["GET"]),
         Route("/api/stream", api_stream, methods=["GET"]),
     ]
+
+
+def with_coverage(snap: dict) -> dict:
+    """Add which failure classes the charted metrics arm (monitors/coverage.py report) to a
+    history snapshot. The page shows the supervisor's /api/status coverage when it has one and
+    this otherwise (a dashboard without a supervisor, or an older one)."""
+    from monitors.coverage import report
+
+    snap["coverage"] = report(snap.get("metrics") or {})
+    return snap
 
 
 async def _stream(history: RunHistory, seq: int):

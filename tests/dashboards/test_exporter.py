@@ -318,3 +318,32 @@ def test_is_a_run_sink_driven_through_the_supervisors_fanout():
     assert fanout.error_total == 0, fanout.errors
     assert value(e, "rlguard_decisions_total", action="rollback", mode="auto") == 1
     assert value(e, "rlguard_run_state", state="running") == 1
+
+
+def test_detection_armed_gauge_per_class_over_the_real_http_endpoint():
+    """What the run is not protected against, as a query: trl GRPO at beta 0 (no kl), then kl appears."""
+    from monitors.coverage import CLASSES
+
+    e = make()
+    server = e.serve("127.0.0.1", 0)
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(server.url, timeout=5) as resp:
+            body = resp.read().decode()
+        return {s.labels["class"]: s.value for f in text_string_to_metric_families(body)
+                if f.name == "rlguard_detection_armed" for s in f.samples}
+
+    try:
+        before = scrape()  # every class has its series before the first event
+        assert set(before) == {c.name for c in CLASSES}
+        assert before["non_finite"] == 1 and before["kl_runaway"] == 0 and before["length_collapse"] == 0
+        trl = {"reward": 0.4, "entropy": 0.3, "response_length": 80.0, "truncated_fraction": 0.1, "kl": None}
+        e.on_event(MetricEvent(step=1, metrics=trl))
+        beta0 = scrape()
+        assert beta0["length_collapse"] == beta0["pinned_at_cap"] == beta0["random_tokens"] == 1
+        assert beta0["kl_runaway"] == beta0["kl_explosion"] == beta0["pattern_collapse"] == 0
+        e.on_event(MetricEvent(step=2, metrics={**trl, "kl": 0.02}))
+        assert scrape()["kl_runaway"] == 1 and scrape()["eval_long_tail"] == 0
+        assert 'rlguard_detection_armed{class="kl_runaway",run_id="run-a"} 1.0' in e.exposition().decode()
+    finally:
+        e.close()

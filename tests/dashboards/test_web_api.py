@@ -31,8 +31,10 @@ def test_history_endpoint_returns_json_safe_snapshot_with_segments():
     client = TestClient(build_app(_history_with_incident()))
     r = client.get("/api/history?max_points=100")
     assert r.status_code == 200
-    body = json.loads(r.text)  # strict JSON: NaN must not leak as a bare token
-    assert "NaN" not in r.text.replace('"NaN"', "")
+    def bare(token):  # strict JSON: NaN must not leak as a bare token (the text may say "NaN")
+        raise AssertionError(f"bare {token} in the payload")
+
+    body = json.loads(r.text, parse_constant=bare)
     assert body["control"] is False
     assert [s["index"] for s in body["segments"]] == [0, 1]
     assert body["segments"][0]["rolled_back_from"] == 11
@@ -128,3 +130,14 @@ def test_100k_steps_history_payload_stays_small_and_keeps_spikes():
     assert gz.headers.get("content-encoding") == "gzip"
     assert json.loads(gz.content) == body
     assert gz.num_bytes_downloaded < len(r.content) / 2
+
+
+def test_history_carries_the_coverage_of_the_charted_metrics():
+    """The page's fallback when no supervisor status is there: from the names with values."""
+    h = RunHistory()
+    h.on_event(MetricEvent(step=1, metrics={"reward": 0.3, "entropy": 0.2, "response_length": 50.0, "kl": None}))
+    cov = TestClient(build_app(h)).get("/api/history").json()["coverage"]
+    assert cov["metrics"] == ["entropy", "response_length", "reward"]
+    off = {c["class"]: c["missing"] for c in cov["classes"] if not c["armed"]}
+    assert off["kl_runaway"] == ["kl or kl_seq"] and off["pinned_at_cap"] == ["truncated_fraction"]
+    assert "length_collapse" in cov["armed"] and "kl or kl_seq not logged" in cov["summary"]

@@ -276,3 +276,24 @@ def test_coverage_of_trl_grpo_at_beta_zero_says_kl_classes_are_off():
     assert "kl not logged: kl_explosion off" in line
     full = {c.name: c for c in coverage(trl_beta0 + ["kl", "perplexity"])}
     assert {n for n, c in full.items() if not c.armed} == {"eval_long_tail", "repetition"}
+
+
+def test_kl_and_kl_seq_are_one_witness_for_the_classes_they_strengthen():
+    from monitors.coverage import coverage
+
+    cov = {c.name: c for c in coverage(["response_length", "kl"])}
+    assert cov["length_collapse"].weaker_without == ("entropy",)  # not kl_seq: kl is logged
+    assert {c.name: c for c in coverage(["response_length"])}["length_collapse"].weaker_without == (
+        "entropy", "kl", "kl_seq")
+
+
+def test_metrics_doc_coverage_table_is_generated_from_classes():
+    from pathlib import Path
+
+    from monitors.coverage import CLASSES, doc_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
+    assert "## Coverage: which failure classes each metric arms" in doc
+    assert doc_table() in doc, "docs/METRICS.md's coverage table is stale: paste monitors.coverage.doc_table()"
+    assert all(f"| `{c.name}` |" in doc_table() for c in CLASSES)
+    assert "| `kl_runaway` | KL a large multiple" in doc_table() and "(`kl` or `kl_seq`) and" in doc_table()

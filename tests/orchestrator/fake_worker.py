@@ -14,6 +14,7 @@ Scenario JSON: {"steps": 20, "checkpoint_every": 2, "step_s": 0.0,
   collapse_at  from this step: kl and response_length climb, perplexity falls, reward rises
   corrupt_ckpt_at  the checkpoint of this step gets a flipped byte after it is written
   fail_load    refuse every in-process load command
+Scenario "log_from": {"entropy": 5} adds a metric from a step on (a trainer that logs it late).
 The checkpoint state is {"step": N}; a run restored from step N continues at N+1. Every
 event's metrics include the constraint values in force (kl_coef, clip_range, lr).
 """
@@ -94,7 +95,9 @@ def main() -> int:
         step += 1
         if sc.get("step_s"):
             time.sleep(sc["step_s"])
-        client.report(step, metrics_for(step, fault, constraints))
+        metrics = metrics_for(step, fault, constraints)
+        metrics.update({name: 0.5 for name, start in sc.get("log_from", {}).items() if step >= start})
+        client.report(step, metrics)
         if fault.get("crash_at") == step:
             print(f"fake worker: crashing at step {step}", file=sys.stderr, flush=True)
             os._exit(3)

@@ -45,6 +45,8 @@ def test_json_lines_in_step_order_with_alerts_and_decisions(collapse_trace, caps
     assert main([str(collapse_trace), "--format", "json"]) == 0
     cap = capsys.readouterr()
     recs = [json.loads(line) for line in cap.out.splitlines()]
+    assert recs[0]["type"] == "coverage"  # what the trace's metrics arm comes first
+    recs = recs[1:]
     steps = [r["step"] for r in recs]
     assert steps == sorted(steps)
     crit = [r for r in recs if r["type"] == "alert" and r["severity"] == "critical"]
@@ -80,7 +82,7 @@ def test_monitors_only_config_file_is_accepted(tmp_path, capsys):
     cfg = tmp_path / "m.yaml"
     cfg.write_text("bounds:\n  rules:\n    - {metric: kl, upper: 0.001, patience_steps: 2, severity: critical}\n")
     assert main([str(trace), "--config", str(cfg), "--format", "json", "--no-policies"]) == 0
-    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()][1:]  # [0]: coverage
     assert recs[0]["code"] == "bound" and recs[0]["step"] == 2
 
 
@@ -93,5 +95,43 @@ def test_real_benign_traces_raise_no_critical_alert(capsys):
     for trace in traces:
         assert main([str(trace), "--format", "json", "--no-policies"]) == 0
         recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-        crit = [r for r in recs if r["severity"] == "critical"]
+        crit = [r for r in recs if r["type"] == "alert" and r["severity"] == "critical"]
         assert crit == [], f"{trace.name}: {crit}"
+
+
+# -- coverage: what the trace could not have caught is said before the alerts ----------------------
+
+def _trl_beta0_trace(tmp_path) -> Path:
+    """trl GRPO at beta 0: no KL, no perplexity; kl is null (not measured), which is not logging it."""
+    rows = [{"reward": 0.5 + 0.01 * i, "entropy": 0.4, "response_length": 80.0, "truncated_fraction": 0.1,
+             "kl": None} for i in range(30)]
+    return _write(tmp_path / "metrics.jsonl", events(rows))
+
+
+def test_text_output_starts_with_the_coverage_block(tmp_path, capsys):
+    assert main([str(_trl_beta0_trace(tmp_path)), "--no-policies"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("coverage: 6/13 failure classes armed (non_finite, stall, random_tokens")
+    assert "coverage: NOT WATCHED: kl or kl_seq not logged: pattern_collapse, kl_runaway, negative_kl off" in lines
+    assert "coverage: NOT WATCHED: kl not logged: kl_explosion off" in lines
+    assert all(x.startswith("coverage: ") for x in lines[:4])
+
+
+def test_json_coverage_record_comes_first_and_names_the_missing_metrics(tmp_path, capsys):
+    assert main([str(_trl_beta0_trace(tmp_path)), "--format", "json", "--no-policies"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["type"] for r in recs].count("coverage") == 1 and recs[0]["type"] == "coverage"
+    cov = recs[0]
+    assert cov["metrics"] == ["entropy", "response_length", "reward", "truncated_fraction"]
+    by_class = {c["class"]: c for c in cov["classes"]}
+    assert by_class["kl_runaway"] == {"class": "kl_runaway", "what": by_class["kl_runaway"]["what"], "armed": False,
+                                      "missing": ["kl or kl_seq"], "weaker_without": []}
+    assert by_class["random_tokens"]["armed"] and "perplexity" in by_class["random_tokens"]["weaker_without"]
+    assert "kl_explosion" in cov["off"] and "length_collapse" in cov["armed"]
+
+
+def test_a_metric_logged_only_late_in_the_trace_still_counts(tmp_path, capsys):
+    rows = [{"reward": 1.0} for _ in range(20)] + [{"reward": 1.0, "kl": 0.01}]
+    assert main([str(_write(tmp_path / "m.jsonl", events(rows))), "--format", "json", "--no-policies"]) == 0
+    cov = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert {"kl_explosion", "kl_runaway", "negative_kl"} <= set(cov["armed"])

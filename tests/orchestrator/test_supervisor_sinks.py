@@ -63,6 +63,9 @@ def test_exporter_and_live_dashboard_ride_on_the_supervisor_port(tmp_path, capsy
     assert seen["status_rc"] == 0
     out = capsys.readouterr().out
     assert "state:        running" in out and "checkpoints:" in out and "non_finite" in out
-    # after the run, status reads the files
+    assert "coverage:     9/11 failure classes armed" in out  # the fake worker logs no truncated_fraction
+    assert "not watched:  truncated_fraction not logged: pinned_at_cap off" in out
+    # after the run, status reads the files (coverage from the journal)
     assert control_cli.status_main([str(run_dir)]) == 0
-    assert "state:        completed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "state:        completed" in out and "not watched:  truncated_fraction not logged" in out

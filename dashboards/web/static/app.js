@@ -313,13 +313,27 @@
       el("button", { class: "deny", onclick: () => control("/api/approve", { decision_id: a.decision_id, approve: false }) }, "Deny")));
   }
 
+  function renderCoverage() {
+    // What the run's metrics do NOT let rlguard see. The supervisor's status is live; the
+    // history's copy covers a dashboard without one.
+    const c = (st.status && st.status.coverage) || (st.snap && st.snap.coverage);
+    $("#coverage-box").hidden = !c;
+    if (!c) return;
+    const off = c.classes.filter((k) => !k.armed);
+    $("#coverage-box").dataset.off = String(off.length);
+    $("#coverage-armed").textContent = `(${c.classes.length - off.length} of ${c.classes.length} failure classes armed)`;
+    $("#coverage").replaceChildren(...(off.length ? off.map((k) => el("li", { title: k.what, "data-class": k.class },
+      el("b", {}, k.class.replace(/_/g, " ")), ` (${k.missing.join(", ")} not logged)`))
+      : [el("li", { class: "all" }, "nothing: every failure class is armed")]));
+  }
+
   async function pollStatus() {
     // Public, read-only: tells whether a control API is here (buttons) and what waits for approval.
     try {
       const r = await fetch("/api/status", { cache: "no-store" });
       st.status = r.ok ? await r.json() : null;
     } catch (e) { st.status = null; }
-    if (st.snap) { renderHeader(); renderApprovals(); }
+    if (st.snap) { renderHeader(); renderApprovals(); renderCoverage(); }
   }
 
   function renderCheckpoints() {
@@ -345,7 +359,9 @@
       el("td", {}, s.reason || (s.index === 0 ? "start" : "")))));
   }
 
-  function renderPanels() { renderHeader(); renderTimeline(); renderApprovals(); renderCheckpoints(); renderSegments(); }
+  function renderPanels() {
+    renderHeader(); renderCoverage(); renderTimeline(); renderApprovals(); renderCheckpoints(); renderSegments();
+  }
 
   // ------------------------------------------------------------------ data flow
 
