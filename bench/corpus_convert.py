@@ -81,12 +81,13 @@ def _num(text: str) -> float | None:
 
 
 def _map(record: dict, trainer: str, table: str | None) -> dict[str, float]:
+    record = {k: v for k, v in record.items() if k not in SKIP}
     if trainer == "trl":
         return map_metrics({TRL_LEGACY.get(k, k): v for k, v in record.items()}, trainer)
     if trainer in ("verl", "openrlhf"):
         return map_metrics(record, trainer)
     renames = OTHER_TABLES[table] if table else {}
-    renamed = {renames.get(k, k): v for k, v in record.items() if k not in SKIP}
+    renamed = {renames.get(k, k): v for k, v in record.items()}
     return map_metrics(renamed, "rlguard")
 
 
