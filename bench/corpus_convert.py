@@ -3,9 +3,10 @@
 Used to build bench/fixtures/corpus/public/<run>/metrics.jsonl from the raw file kept verbatim next
 to it. One event per logged step; every record of the same step (train + eval, or one step split
 over several records) is merged into that one event, later keys winning. Names are mapped with
-`orchestrator.integrations.metric_names.map_metrics`; for trainers that table does not know
-("other": hand-written GRPO loops) a small table here renames the keys whose meaning we checked in
-the source, and every other key passes through under its own name.
+`orchestrator.integrations.metric_names.map_metrics`. Where a raw file uses its own column names
+(a hand-written GRPO loop, or a W&B export renamed by its author) a small table here (`--table`)
+renames the keys whose meaning we checked in the source first; every other key passes through under
+its own name.
 
 Formats read (`--format`):
 
@@ -51,10 +52,32 @@ RASBT: dict[str, str] = {
     "eval_acc": "eval_accuracy_pct",
 }
 
+# shamanez/verl research/runs/EXP-27/comparison_metrics/*.csv: W&B histories of verl GRPO runs that
+# the repo's pull_wandb.py wrote under short column names (its METRICS dict maps them from the verl
+# keys; ef_r1_*.csv comes from an older variant that says `score`, `clip_ratio`, `rel_change`).
+# They are renamed back to the verl keys, then mapped by metric_names.VERL.
+SHAMANEZ_VERL: dict[str, str] = {
+    "entropy": "actor/entropy",
+    "len_mean": "response_length/mean",
+    "len_max": "response_length/max",
+    "len_min": "response_length/min",
+    "len_clip_ratio": "response_length/clip_ratio",
+    "clip_ratio": "response_length/clip_ratio",
+    "score_mean": "critic/score/mean",
+    "score": "critic/score/mean",
+    "rewards_mean": "critic/rewards/mean",
+    "pg_loss": "actor/pg_loss",
+    "grad_norm": "actor/grad_norm",
+    "pg_clipfrac": "actor/pg_clipfrac",
+    "pg_clipfrac_lower": "actor/pg_clipfrac_lower",
+    "ppo_kl": "actor/ppo_kl",
+    "val_acc_mean1": "eval_accuracy",  # val-core/openai/gsm8k/acc/mean@1: GSM8K test accuracy, 0-1
+}
+
 # Keys of the transformers notebook table, as the table spells them.
 MD_TABLE: dict[str, str] = {"Training Loss": "loss", "Validation Loss": "eval_loss"}
 
-OTHER_TABLES: dict[str, dict[str, str]] = {"rasbt": RASBT}
+OTHER_TABLES: dict[str, dict[str, str]] = {"rasbt": RASBT, "shamanez": SHAMANEZ_VERL}
 
 # trl <= 0.15 logged the mean completion length as `completion_length` (renamed to
 # `completions/mean_length` in 0.16). metric_names.TRL lists only names current trl still logs (a
@@ -81,14 +104,13 @@ def _num(text: str) -> float | None:
 
 
 def _map(record: dict, trainer: str, table: str | None) -> dict[str, float]:
-    record = {k: v for k, v in record.items() if k not in SKIP}
+    renames = OTHER_TABLES[table] if table else {}
+    record = {renames.get(k, k): v for k, v in record.items() if k not in SKIP}
     if trainer == "trl":
         return map_metrics({TRL_LEGACY.get(k, k): v for k, v in record.items()}, trainer)
     if trainer in ("verl", "openrlhf"):
         return map_metrics(record, trainer)
-    renames = OTHER_TABLES[table] if table else {}
-    renamed = {renames.get(k, k): v for k, v in record.items()}
-    return map_metrics(renamed, "rlguard")
+    return map_metrics(record, "rlguard")
 
 
 def read_trainer_state(path: Path) -> list[tuple[int, dict]]:
@@ -189,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["trainer_state", "hf_console", "md_table", "verl_console", "csv"])
     p.add_argument("--trainer", required=True, choices=["trl", "verl", "openrlhf", "other"],
                    help="whose metric names the raw file uses")
-    p.add_argument("--table", choices=sorted(OTHER_TABLES), help="name table for --trainer other")
+    p.add_argument("--table", choices=sorted(OTHER_TABLES),
+                   help="rename the raw file's own column names first (then --trainer's table applies)")
     p.add_argument("--logging-steps", type=int, default=1, help="hf_console: steps between lines")
     p.add_argument("--first-step", type=int, default=None, help="hf_console: step of the first line")
     p.add_argument("-o", "--out", type=Path, required=True)
