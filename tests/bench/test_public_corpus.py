@@ -17,7 +17,7 @@ from bench import corpus_convert as cc
 PUBLIC = Path(__file__).resolve().parents[2] / "bench" / "fixtures" / "corpus" / "public"
 RUNS = sorted(p for p in PUBLIC.iterdir() if p.is_dir() and (p / "label.json").exists())
 CLASSES = {"random_tokens", "length_collapse", "pinned_at_cap", "reward_collapse", "kl_runaway", "repetition",
-           "pattern_collapse", "nan"}
+           "pattern_collapse", "nan", "length_runaway"}
 TRAINERS = {"trl-grpo", "trl-rloo", "rlguard-ppo", "verl", "openrlhf", "other"}
 
 
