@@ -178,9 +178,12 @@ ROW_HEAD = ("collapses critical | median delay steps (p95) | median delay points
 # -- JSON and --compare ----------------------------------------------------------------------------
 
 def write_json(path, results, meta: dict) -> None:
+    # One stream per line: a before/after pair diffs line by line in git too.
+    head = json.dumps({"version": 1, **meta})[:-1]
     with open(path, "w") as fh:
-        json.dump({"version": 1, **meta, "streams": [asdict(r) for r in results]}, fh, indent=0)
-        fh.write("\n")
+        fh.write(head + ', "streams": [\n')
+        fh.write(",\n".join(json.dumps(asdict(r), separators=(",", ":")) for r in results))
+        fh.write("\n]}\n")
 
 
 def load_json(path) -> dict[str, dict]:

@@ -169,7 +169,8 @@ def make_real(family: str, seed: int, subset: str, interval: int = 1) -> Scenari
         elif family == "length_collapse":  # tens of tokens -> ~3 between two logged points
             ramp_steps = max(1, int(rng.integers(1, interval + 1)))
             g = _ramp(t, onset, ramp_steps)
-            target = rng.uniform(2, 4)
+            length = length * rng.uniform(25, 70) / length[0]  # short answers before: tens of tokens
+            target = length[onset - 1] / rng.uniform(10, 20)     # then 10-20x shorter: ~2-7 tokens
             length = length * np.exp(np.log(target / length) * g)
             entropy = entropy * np.exp(np.log(rng.uniform(0.02, 0.15)) * g)
             # the format / answer-index reward is gamed: it stays flat (half the runs) or rises

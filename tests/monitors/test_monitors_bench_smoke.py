@@ -81,3 +81,21 @@ def test_corpus_loader_skips_incomplete_folders_with_a_reason(tmp_path):
     runs, skipped = load_corpus(tmp_path)
     assert [r.name for r in runs] == ["run_a"] and runs[0].onset == 10 and runs[0].interval == 5
     assert any("onset_step" in s for s in skipped) and any("run_c" in s for s in skipped)
+
+
+def test_compare_names_newly_missed_and_new_false_alarms():
+    from dataclasses import asdict
+
+    from bench.detection_score import StreamResult, compare
+
+    def res(id, onset, first, fa):
+        return StreamResult(id, "synthetic-real", "f", "s", 5, "single", onset, 100, 20, 50, first_critical=first,
+                            code="x" if first else None, delay_steps=(first - onset) if first else None,
+                            delay_points=1 if first else None, false_critical=fa, false_codes=["bound@3"] * fa)
+
+    old = [res("a", 50, 55, 0), res("b", 50, None, 0), res("c", None, None, 0)]
+    new = [res("a", 50, None, 0), res("b", 50, 60, 0), res("c", None, None, 2)]
+    out = "\n".join(compare({r.id: asdict(r) for r in old}, new))
+    assert "| newly missed | 1 |" in out and "- a: was x" in out
+    assert "| newly detected | 1 |" in out and "- b: x" in out
+    assert "| new false alarms | 1 |" in out and "- c: 0 -> 2 (bound@3, bound@3)" in out
