@@ -17,8 +17,9 @@ figures, then rates, delays (optimizer steps and logged points) and false alarms
 run, per 100,000 healthy steps) per source x interval, per family x interval, per metric
 subset x interval, per records mode, and per corpus run. --json writes every stream's result;
 --compare OLD.json prints what changed against an earlier run (newly detected, newly missed,
-new false alarms). Then, as before: baselines (a reward threshold, Lightning-EarlyStopping on
-reward, river's ADWIN / PageHinkley / KSWIN) on the old families, the unlabelled real traces
+new false alarms); --sources / --families / --subsets narrow a run. Then, as before:
+baselines (a reward threshold, Lightning-EarlyStopping on reward, river's ADWIN / PageHinkley /
+KSWIN) on the old families, the unlabelled real traces
 (../shared/data/real-traces, bench/fixtures/hacking_*), and the stack's throughput.
 """
 
@@ -41,7 +42,7 @@ from bench.corpus_runs import load_corpus  # noqa: E402
 from bench.detection_report import goals, tables  # noqa: E402
 from bench.detection_score import StreamResult, compare, load_json, score, write_json  # noqa: E402
 from bench.scenarios import FAILURES, HEALTHY, Scenario, generate  # noqa: E402
-from bench.scenarios_real import REAL_FAILURES, REAL_HEALTHY, SUBSETS, generate_real  # noqa: E402
+from bench.scenarios_real import REAL_FAILURES, REAL_FAMILIES, REAL_HEALTHY, SUBSETS, generate_real  # noqa: E402
 from bench.sparse_logging import RECORD_MODES, subsample, with_records  # noqa: E402
 from monitors.events import event_from_dict  # noqa: E402
 from monitors.reader import EventReader  # noqa: E402
@@ -217,7 +218,8 @@ def synthetic_results(args, log) -> tuple[list[StreamResult], dict]:
     Returns the results and the old families' per-step scenarios (for baselines and throughput)."""
     results: list[StreamResult] = []
     scen: dict[str, list[Scenario]] = {fam: [] for fam in FAILURES + HEALTHY}
-    for sc in generate(FAILURES + HEALTHY, args.seeds, args.steps):
+    old_fams = [f for f in FAILURES + HEALTHY if args.families is None or f in args.families]
+    for sc in generate(old_fams if "synthetic-old" in args.sources else [], args.seeds, args.steps):
         sc.parsed = [event_from_dict(e) for e in sc.events]
         scen[sc.family].append(sc)
         for iv in args.intervals:
@@ -228,8 +230,12 @@ def synthetic_results(args, log) -> tuple[list[StreamResult], dict]:
     log(f"synthetic-old: {len(results)} streams")
     n0 = len(results)
     # More healthy seeds than collapse seeds: the false-alarm goal needs >= 100,000 healthy steps per subset.
-    streams = chain(generate_real(list(REAL_FAILURES), list(SUBSETS), args.intervals, args.real_seeds),
-                    generate_real(list(REAL_HEALTHY), list(SUBSETS), args.intervals, args.healthy_seeds))
+    def pick(fams):
+        return [f for f in fams if "synthetic-real" in args.sources and (args.families is None or f in args.families)]
+
+    subsets = args.subsets or list(SUBSETS)
+    streams = chain(generate_real(pick(REAL_FAILURES), subsets, args.intervals, args.real_seeds),
+                    generate_real(pick(REAL_HEALTHY), subsets, args.intervals, args.healthy_seeds))
     for sc in streams:
         iv, sub = sc.notes["interval"], sc.notes["subset"]
         logged = subsample(sc, iv)
@@ -259,7 +265,7 @@ def legacy_sections(args, scen) -> None:
     """The baselines, the recorded traces and the throughput, on the old families at interval 1."""
     bseeds = args.baseline_seeds
     keys = [k for k in args.baselines.split(",") if k]
-    if keys and bseeds:
+    if keys and bseeds and any(scen.values()):
         print("### Baselines (synthetic-old families, interval 1, first seeds)\n")
         print("| detector | collapse detected | median delay | p95 delay | FA /10k healthy steps |")
         print("|---|---|---|---|---|")
@@ -335,6 +341,21 @@ def _intervals(text: str) -> tuple[int, ...]:
     return out
 
 
+SOURCES = ("synthetic-old", "synthetic-real", "corpus")
+
+
+def _names(allowed):
+    """An argparse type: a comma list, each name one of `allowed`."""
+    def parse(text: str) -> tuple[str, ...]:
+        out = tuple(x.strip() for x in text.split(",") if x.strip())
+        bad = [x for x in out if x not in allowed]
+        if bad or not out:
+            raise argparse.ArgumentTypeError(f"unknown name(s) {', '.join(bad) or repr(text)}: expected a comma "
+                                             f"list of {', '.join(allowed)}")
+        return out
+    return parse
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer seeds: under ~2 minutes on one core")
@@ -352,6 +373,12 @@ def main(argv=None) -> int:
     p.add_argument("--throughput-seeds", type=int, default=5, help="healthy scenarios per family timed for throughput")
     p.add_argument("--corpus", type=Path, default=REPO / "bench" / "fixtures" / "corpus",
                    help="labelled real runs: <corpus>/ours/<run>/, <corpus>/public/<run>/")
+    p.add_argument("--sources", type=_names(SOURCES), default=SOURCES,
+                   help=f"comma list of {', '.join(SOURCES)} (default all)")
+    p.add_argument("--families", type=_names(list(dict.fromkeys(FAILURES + HEALTHY + list(REAL_FAMILIES)))), default=None,
+                   help="only these synthetic families (comma list; default all)")
+    p.add_argument("--subsets", type=_names(list(SUBSETS)), default=None,
+                   help=f"only these metric subsets of synthetic-real ({', '.join(SUBSETS)}; default all)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write every stream's result here")
     p.add_argument("--compare", type=Path, default=None, metavar="OLD",
                    help="a --json file of an earlier run: print what changed per stream")
@@ -368,7 +395,8 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - t_start:5.0f} s] {msg}", file=sys.stderr, flush=True)
 
     results, scen = synthetic_results(args, log)
-    results += corpus_results(args.corpus, log)
+    if "corpus" in args.sources:
+        results += corpus_results(args.corpus, log)
     print(f"## Detection benchmark: {len(results)} streams (synthetic-old {args.seeds} seeds x {args.steps} steps "
           f"per family; synthetic-real {args.real_seeds} collapse / {args.healthy_seeds} healthy seeds per family x "
           f"subset x interval, "
