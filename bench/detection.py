@@ -1,15 +1,26 @@
-"""Detection benchmark: rlguard's default monitor stack vs the baselines a user would otherwise have.
+"""Detection benchmark: rlguard's default monitor stack on labelled streams, and the baselines.
 
-    .venv/bin/python bench/detection.py            # full: ~300k synthetic steps, a few minutes
-    .venv/bin/python bench/detection.py --quick    # smaller, for a quick look
+    .venv/bin/python bench/detection.py                     # full: ~10 min on one core
+    .venv/bin/python bench/detection.py --quick             # under ~2 min
+    .venv/bin/python bench/detection.py --json after.json --compare bench/results/detection_before.json
 
-Per failure family: detection rate (a critical alert at or after onset), median / p95 delay
-after onset, onset-estimate error; per healthy family: false alarms per 10,000 steps by
-severity. Baselines: a reward-only threshold, a Lightning-EarlyStopping-style patience rule on
-reward (with its check_finite), and river's ADWIN / PageHinkley / KSWIN on each core metric.
-Also: the ten real benign traces of ../shared/data/real-traces (no critical alarm expected),
-the recorded PPO runs in bench/fixtures/ when present, and throughput of the default stack
-(metric values per second, one core). Prints markdown.
+Sources: synthetic-old (bench/scenarios.py, the PPO paper's families, our full metric set),
+synthetic-real (bench/scenarios_real.py, issue 13's classes of real trl / verl runs, each
+metric subset those trainers log), and the labelled real runs of bench/fixtures/corpus/ours and
+/public (label.json + metrics.jsonl; an empty or missing folder gives none). Every synthetic
+stream is logged at intervals 1, 5 and 10 (bench/sparse_logging.py: the mean of each window, at
+the optimizer step that ends it), and a few seeds also with several records per step.
+
+Detection: a critical alert at or after the onset; a critical before it, or in a healthy
+stream, is a false alarm. Printed: issue 13's goals with PASS / FAIL beside the measured
+figures, then rates, delays (optimizer steps and logged points) and false alarms (per healthy
+run, per 100,000 healthy steps) per source x interval, per family x interval, per metric
+subset x interval, per records mode, and per corpus run. --json writes every stream's result;
+--compare OLD.json prints what changed against an earlier run (newly detected, newly missed,
+new false alarms); --sources / --families / --subsets narrow a run. Then, as before:
+baselines (a reward threshold, Lightning-EarlyStopping on reward, river's ADWIN / PageHinkley /
+KSWIN) on the old families, the unlabelled real traces
+(../shared/data/real-traces, bench/fixtures/hacking_*), and the stack's throughput.
 """
 
 from __future__ import annotations
@@ -21,12 +32,18 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from itertools import chain
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.corpus_runs import load_corpus  # noqa: E402
+from bench.detection_report import goals, tables  # noqa: E402
+from bench.detection_score import StreamResult, compare, load_json, score, write_json  # noqa: E402
 from bench.scenarios import FAILURES, HEALTHY, Scenario, generate  # noqa: E402
+from bench.scenarios_real import REAL_FAILURES, REAL_FAMILIES, REAL_HEALTHY, SUBSETS, generate_real  # noqa: E402
+from bench.sparse_logging import RECORD_MODES, subsample, with_records  # noqa: E402
 from monitors.events import event_from_dict  # noqa: E402
 from monitors.reader import EventReader  # noqa: E402
 from monitors.stack import MonitorStack  # noqa: E402
@@ -195,88 +212,81 @@ def pct(v: list[int], q: float) -> str:
     return f"{s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]}"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer seeds (about a tenth of the work)")
-    p.add_argument("--seeds", type=int, default=None, help="scenarios per family (default 30, quick 6)")
-    p.add_argument("--baseline-seeds", type=int, default=None, help="scenarios per family for baselines")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--baselines", default=",".join(BASELINES), help=f"comma list of {', '.join(BASELINES)}")
-    p.add_argument("--throughput-seeds", type=int, default=5, help="healthy scenarios per family timed for throughput")
-    args = p.parse_args(argv)
-    seeds = args.seeds or (6 if args.quick else 30)
-    bseeds = args.baseline_seeds or (3 if args.quick else 10)
-    t_start = time.perf_counter()
-
-    print(f"## Detection benchmark ({seeds} scenarios x {args.steps} steps per family; baselines on {bseeds})\n")
-    scen = {fam: [] for fam in FAILURES + HEALTHY}
-    for sc in generate(FAILURES + HEALTHY, seeds, args.steps):
+def synthetic_results(args, log) -> tuple[list[StreamResult], dict]:
+    """Score every synthetic stream: the old families (each at every interval) and the real-run
+    families (each subset, interval and seed; the first seeds also as several records per step).
+    Returns the results and the old families' per-step scenarios (for baselines and throughput)."""
+    results: list[StreamResult] = []
+    scen: dict[str, list[Scenario]] = {fam: [] for fam in FAILURES + HEALTHY}
+    old_fams = [f for f in FAILURES + HEALTHY if args.families is None or f in args.families]
+    for sc in generate(old_fams if "synthetic-old" in args.sources else [], args.seeds, args.steps):
         sc.parsed = [event_from_dict(e) for e in sc.events]
         scen[sc.family].append(sc)
+        for iv in args.intervals:
+            sub = sc if iv == 1 else subsample(sc, iv)
+            events = sc.parsed if iv == 1 else [event_from_dict(e) for e in sub.events]
+            results.append(score(events, id=f"synthetic-old/{sc.family}/i{iv}/s{sc.seed}", source="synthetic-old",
+                                 family=sc.family, subset="ppo_old", interval=iv, records="single", onset=sc.onset))
+    log(f"synthetic-old: {len(results)} streams")
+    n0 = len(results)
+    # More healthy seeds than collapse seeds: the false-alarm goal needs >= 100,000 healthy steps per subset.
+    def pick(fams):
+        return [f for f in fams if "synthetic-real" in args.sources and (args.families is None or f in args.families)]
 
-    # rlguard
-    ours: dict[str, Score] = {}
-    n_values, t_det = 0, 0.0
-    for fam, lst in scen.items():
-        ours[fam] = sc_score = Score()
-        for sc in lst:
-            t0 = time.perf_counter()
-            alarms = run_rlguard(sc.parsed)
-            t_det += time.perf_counter() - t0
-            n_values += sum(len(e.metrics) for e in sc.parsed)
-            sc_score.add(sc, alarms, critical_only=True)
+    subsets = args.subsets or list(SUBSETS)
+    streams = chain(generate_real(pick(REAL_FAILURES), subsets, args.intervals, args.real_seeds),
+                    generate_real(pick(REAL_HEALTHY), subsets, args.intervals, args.healthy_seeds))
+    for sc in streams:
+        iv, sub = sc.notes["interval"], sc.notes["subset"]
+        logged = subsample(sc, iv)
+        modes = RECORD_MODES if sc.seed < args.records_seeds else ("single",)
+        for mode in modes:
+            events = [event_from_dict(e) for e in with_records(logged, mode, seed=sc.seed).events]
+            results.append(score(events, id=f"synthetic-real/{sc.family}/{sub}/i{iv}/{mode}/s{sc.seed}",
+                                 source="synthetic-real", family=sc.family, subset=sub, interval=iv, records=mode,
+                                 onset=sc.onset))
+    log(f"synthetic-real: {len(results) - n0} streams")
+    return results, scen
 
-    print("### rlguard default profile: failure families (detection = a critical alert at/after onset)\n")
-    print("| family | detected | median delay | p95 delay | median onset error | pre-onset FA crit | pre-onset FA warn |")
-    print("|---|---|---|---|---|---|---|")
-    all_delays = []
-    for fam in FAILURES:
-        s = ours[fam]
-        all_delays += s.delays
-        print(f"| {fam} | {s.detected}/{s.n} | {pct(s.delays, .5)} | {pct(s.delays, .95)} | {pct(s.onset_err, .5)} "
-              f"| {s.fa['critical']} | {s.fa['warning']} |")
-    print(f"| **all** | {sum(ours[f].detected for f in FAILURES)}/{sum(ours[f].n for f in FAILURES)} "
-          f"| {pct(all_delays, .5)} | {pct(all_delays, .95)} | | | |\n")
 
-    print("### rlguard default profile: healthy families (false alarms per 10,000 steps)\n")
-    print("| family | steps | critical /10k | warning /10k | most frequent warnings |")
-    print("|---|---|---|---|---|")
-    tot = Score()
-    for fam in HEALTHY + FAILURES:
-        s = ours[fam]
-        tot.healthy_steps += s.healthy_steps
-        for k, v in s.fa.items():
-            tot.fa[k] += v
-        if fam in HEALTHY:
-            top = ", ".join(f"{k.split(' ', 1)[1]} {v}" for k, v in sorted(s.fa_codes.items(), key=lambda kv: -kv[1])[:3])
-            print(f"| {fam} | {s.healthy_steps} | {s.per10k('critical'):.2f} | {s.per10k('warning'):.1f} | {top} |")
-    print(f"| **all healthy steps (incl. pre-onset)** | {tot.healthy_steps} | {tot.per10k('critical'):.2f} "
-          f"| {tot.per10k('warning'):.1f} | |\n")
+def corpus_results(root: Path, log) -> list[StreamResult]:
+    runs, skipped = load_corpus(root)
+    for why in skipped:
+        log(f"corpus: skipped {why}")
+    out = []
+    for run in runs:
+        out.append(score(run.events, id=f"{run.source}/{run.name}", source=run.source, family=run.family,
+                         subset=run.subset, interval=run.interval, records="single", onset=run.onset))
+    log(f"corpus: {len(out)} runs ({len(skipped)} folders skipped)")
+    return out
 
-    # baselines
-    print("### Baselines (same scenarios, first seeds)\n")
-    print("| detector | collapse detected | median delay | p95 delay | FA /10k healthy steps |")
-    print("|---|---|---|---|---|")
-    for key in args.baselines.split(","):
-        if not key:
-            continue
-        name, fn = BASELINES[key]
+
+def legacy_sections(args, scen) -> None:
+    """The baselines, the recorded traces and the throughput, on the old families at interval 1."""
+    bseeds = args.baseline_seeds
+    keys = [k for k in args.baselines.split(",") if k]
+    if keys and bseeds and any(scen.values()):
+        print("### Baselines (synthetic-old families, interval 1, first seeds)\n")
+        print("| detector | collapse detected | median delay | p95 delay | FA /10k healthy steps |")
+        print("|---|---|---|---|---|")
+        for key in keys:
+            name, fn = BASELINES[key]
+            fail, healthy = Score(), Score()
+            for lst in scen.values():
+                for sc in lst[:bseeds]:
+                    (fail if sc.onset is not None else healthy).add(sc, fn(sc.parsed), critical_only=False)
+            h_steps = healthy.healthy_steps + fail.healthy_steps
+            fa = sum(healthy.fa.values()) + sum(fail.fa.values())
+            print(f"| {name} | {fail.detected}/{fail.n} | {pct(fail.delays, .5)} | {pct(fail.delays, .95)} "
+                  f"| {1e4 * fa / max(h_steps, 1):.1f} |")
+        # rlguard on the same subset, for a like-for-like row
         fail, healthy = Score(), Score()
         for lst in scen.values():
             for sc in lst[:bseeds]:
-                (fail if sc.onset is not None else healthy).add(sc, fn(sc.parsed), critical_only=False)
+                (fail if sc.onset is not None else healthy).add(sc, run_rlguard(sc.parsed), critical_only=True)
         h_steps = healthy.healthy_steps + fail.healthy_steps
-        fa = sum(healthy.fa.values()) + sum(fail.fa.values())
-        print(f"| {name} | {fail.detected}/{fail.n} | {pct(fail.delays, .5)} | {pct(fail.delays, .95)} "
-              f"| {1e4 * fa / max(h_steps, 1):.1f} |")
-    # rlguard on the same subset, for a like-for-like row
-    fail, healthy = Score(), Score()
-    for lst in scen.values():
-        for sc in lst[:bseeds]:
-            (fail if sc.onset is not None else healthy).add(sc, run_rlguard(sc.parsed), critical_only=True)
-    h_steps = healthy.healthy_steps + fail.healthy_steps
-    print(f"| rlguard (critical) | {fail.detected}/{fail.n} | {pct(fail.delays, .5)} | {pct(fail.delays, .95)} "
-          f"| {1e4 * (healthy.fa['critical'] + fail.fa['critical']) / max(h_steps, 1):.2f} |\n")
+        print(f"| rlguard (critical) | {fail.detected}/{fail.n} | {pct(fail.delays, .5)} | {pct(fail.delays, .95)} "
+              f"| {1e4 * (healthy.fa['critical'] + fail.fa['critical']) / max(h_steps, 1):.2f} |\n")
 
     # real traces
     sd = shared_dir()
@@ -285,12 +295,11 @@ def main(argv=None) -> int:
     fixtures = sorted(f for f in (REPO / "bench" / "fixtures").glob("hacking_*.jsonl") if not f.stem.endswith("_samples"))
     real_rows = [(t, "benign") for t in traces] + [(f, "recorded PPO") for f in fixtures if f.is_file()]
     if real_rows:
-        print("### Real traces\n")
+        print("### Real traces (unlabelled; the labelled ones are the corpus above)\n")
         print("| trace | kind | steps | critical | warning | first critical (onset) | warnings |")
         print("|---|---|---|---|---|---|---|")
         for path, kind in real_rows:
-            r = EventReader(path)
-            events = list(r)
+            events = list(EventReader(path))
             alarms = run_rlguard(events)
             crit = [a for a in alarms if a[1] == "critical"]
             first = f"step {crit[0][0]} {crit[0][2]} ({crit[0][3]})" if crit else "-"
@@ -304,6 +313,8 @@ def main(argv=None) -> int:
 
     # throughput
     healthy_events = [e for fam in HEALTHY for sc in scen[fam][:args.throughput_seeds] for e in sc.parsed]
+    if not healthy_events:
+        return
     vals = sum(len(e.metrics) for e in healthy_events)
     best_cpu = best_wall = math.inf
     for _ in range(3):
@@ -317,9 +328,94 @@ def main(argv=None) -> int:
     print("### Throughput (default stack, one core, pre-parsed events)\n")
     print(f"- {vals / best_cpu:,.0f} metric values/s of process CPU time ({len(healthy_events) / best_cpu:,.0f} "
           f"events/s, {vals / len(healthy_events):.1f} metrics per event; best of 3 over {len(healthy_events)} events)")
-    print(f"- {vals / best_wall:,.0f} metric values/s of wall time (load average {load:.1f} while measuring)")
-    print(f"- whole scenario sweep: {n_values / t_det:,.0f} values/s")
-    print(f"\nbenchmark wall time {time.perf_counter() - t_start:.0f} s")
+    print(f"- {vals / best_wall:,.0f} metric values/s of wall time (load average {load:.1f} while measuring)\n")
+
+
+def _intervals(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--intervals takes integers like 1,5,10, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"--intervals needs logging intervals >= 1, got {text!r}")
+    return out
+
+
+SOURCES = ("synthetic-old", "synthetic-real", "corpus")
+
+
+def _names(allowed):
+    """An argparse type: a comma list, each name one of `allowed`."""
+    def parse(text: str) -> tuple[str, ...]:
+        out = tuple(x.strip() for x in text.split(",") if x.strip())
+        bad = [x for x in out if x not in allowed]
+        if bad or not out:
+            raise argparse.ArgumentTypeError(f"unknown name(s) {', '.join(bad) or repr(text)}: expected a comma "
+                                             f"list of {', '.join(allowed)}")
+        return out
+    return parse
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer seeds: under ~2 minutes on one core")
+    p.add_argument("--seeds", type=int, default=None, help="old-family scenarios per family (default 30, quick 4)")
+    p.add_argument("--real-seeds", type=int, default=None,
+                   help="real-run collapse streams per family, subset and interval (default 20, quick 2)")
+    p.add_argument("--healthy-seeds", type=int, default=None,
+                   help="real-run healthy streams per family, subset and interval (default 30, quick 3)")
+    p.add_argument("--records-seeds", type=int, default=None,
+                   help="of those, how many also run as several records per step (default 3, quick 1)")
+    p.add_argument("--intervals", type=_intervals, default=(1, 5, 10), help="logging intervals (default 1,5,10)")
+    p.add_argument("--baseline-seeds", type=int, default=None, help="scenarios per family for baselines")
+    p.add_argument("--steps", type=int, default=600, help="steps of an old-family scenario")
+    p.add_argument("--baselines", default=",".join(BASELINES), help=f"comma list of {', '.join(BASELINES)}")
+    p.add_argument("--throughput-seeds", type=int, default=5, help="healthy scenarios per family timed for throughput")
+    p.add_argument("--corpus", type=Path, default=REPO / "bench" / "fixtures" / "corpus",
+                   help="labelled real runs: <corpus>/ours/<run>/, <corpus>/public/<run>/")
+    p.add_argument("--sources", type=_names(SOURCES), default=SOURCES,
+                   help=f"comma list of {', '.join(SOURCES)} (default all)")
+    p.add_argument("--families", type=_names(list(dict.fromkeys(FAILURES + HEALTHY + list(REAL_FAMILIES)))), default=None,
+                   help="only these synthetic families (comma list; default all)")
+    p.add_argument("--subsets", type=_names(list(SUBSETS)), default=None,
+                   help=f"only these metric subsets of synthetic-real ({', '.join(SUBSETS)}; default all)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write every stream's result here")
+    p.add_argument("--compare", type=Path, default=None, metavar="OLD",
+                   help="a --json file of an earlier run: print what changed per stream")
+    args = p.parse_args(argv)
+    old = load_json(args.compare) if args.compare else None  # fail on a bad file before the long part
+    args.seeds = args.seeds if args.seeds is not None else (4 if args.quick else 30)
+    args.real_seeds = args.real_seeds if args.real_seeds is not None else (2 if args.quick else 20)
+    args.healthy_seeds = args.healthy_seeds if args.healthy_seeds is not None else (3 if args.quick else 30)
+    args.records_seeds = args.records_seeds if args.records_seeds is not None else (1 if args.quick else 3)
+    args.baseline_seeds = args.baseline_seeds if args.baseline_seeds is not None else (2 if args.quick else 10)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:5.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    results, scen = synthetic_results(args, log)
+    if "corpus" in args.sources:
+        results += corpus_results(args.corpus, log)
+    print(f"## Detection benchmark: {len(results)} streams (synthetic-old {args.seeds} seeds x {args.steps} steps "
+          f"per family; synthetic-real {args.real_seeds} collapse / {args.healthy_seeds} healthy seeds per family x "
+          f"subset x interval, "
+          f"{args.records_seeds} of them also as several records per step; intervals "
+          f"{', '.join(map(str, args.intervals))})\n")
+    print("Detection: a critical alert at or after the onset; one before it is a false alarm. Delays in optimizer "
+          "steps and in logged points. Healthy steps include the pre-onset part of collapses.\n")
+    print("\n".join(goals(results)))
+    print("\n".join(tables(results)))
+    if old is not None:
+        print("\n".join(compare(old, results)))
+    legacy_sections(args, scen)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json, results, {"intervals": list(args.intervals), "seeds": args.seeds,
+                                        "real_seeds": args.real_seeds,
+                                        "healthy_seeds": args.healthy_seeds, "records_seeds": args.records_seeds})
+        log(f"wrote {len(results)} stream results to {args.json}")
+    print(f"benchmark wall time {time.perf_counter() - t_start:.0f} s")
     return 0
 
 
