@@ -273,6 +273,10 @@ class RegimeConfig(_Strict):
     """length_collapse: response length at or below this multiple of its reference, with a witness..."""
     length_collapse_extreme_ratio: float = Field(0.1, gt=0, lt=1)
     """...or at or below this multiple alone (a 10x shrink between logged points)."""
+    length_runaway_ratio: float = Field(2.0, gt=1)
+    """length_runaway: response length at this multiple of its reference, reward not rising, entropy not rising..."""
+    length_runaway_points: int = Field(2, ge=1)
+    """...for this many logged points."""
     pinned_fraction: float = Field(0.95, gt=0, le=1)
     """pinned_at_cap: truncated_fraction at or above this..."""
     pinned_reference_max: float = Field(0.5, gt=0, le=1)

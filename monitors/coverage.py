@@ -35,6 +35,8 @@ CLASSES: tuple[FailureClass, ...] = (
                  (("entropy",), ("frac_reward_zero_std", "grad_norm"))),
     FailureClass("length_collapse", "answers collapsing to a few tokens", (("response_length",),),
                  ("entropy", "kl", "kl_seq")),
+    FailureClass("length_runaway", "answers running away in length while reward does not rise",
+                 (("response_length",), ("reward",)), ("entropy",)),
     FailureClass("pinned_at_cap", "answers pinned at the length cap", (("truncated_fraction",),), ("reward",)),
     FailureClass("reward_collapse", "reward falling to ~0 and staying there", (("reward",),),
                  ("entropy", "response_length", "kl", "perplexity")),

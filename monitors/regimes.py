@@ -25,6 +25,9 @@ needs a move so large that no healthy run makes it:
   length_collapse response length at or below `length_collapse_ratio` of its reference with
                   entropy down or KL up; or at or below `length_collapse_extreme_ratio` alone.
                   (A policy that answers with one token to game a format reward.)
+  length_runaway  response length at `length_runaway_ratio` of its reference or more while reward
+                  does not rise and entropy (where logged) does not rise either: looping answers that
+                  have not reached a large cap yet; for `length_runaway_points` logged points.
   pinned_at_cap   the truncated share at `pinned_fraction` or more for `pinned_points` logged points,
                   from a reference below `pinned_reference_max`, while reward does not rise.
   reward_collapse reward's level over the last `min_span_steps` steps (mean, at least three points)
@@ -62,11 +65,11 @@ from monitors.track import MetricTrack
 
 REGIME_METRICS = ("reward", "kl", "kl_seq", "entropy", "perplexity", "response_length", "truncated_fraction",
                   "distinct_2", "frac_reward_zero_std", "grad_norm")
-CODES = ("random_tokens", "repetition", "mode_collapse", "length_collapse", "pinned_at_cap", "reward_collapse",
-         "kl_explosion")
+CODES = ("random_tokens", "repetition", "mode_collapse", "length_collapse", "length_runaway", "pinned_at_cap",
+         "reward_collapse", "kl_explosion")
 # How many consecutive logged points each class must hold before it alerts.
 _SPAN = ("pinned_at_cap", "reward_collapse", "mode_collapse")  # classes that must also hold for `min_span_steps` steps
-_CONFIRM = {"pinned_at_cap": "pinned_points", "reward_collapse": "reward_collapse_points",
+_CONFIRM = {"length_runaway": "length_runaway_points", "pinned_at_cap": "pinned_points", "reward_collapse": "reward_collapse_points",
             "kl_explosion": "kl_explosion_points"}
 
 
@@ -151,6 +154,16 @@ class RegimeDetector(Detector):
             if (r <= c.length_collapse_ratio and witnesses) or r <= c.length_collapse_extreme_ratio:
                 found["length_collapse"] = ("response_length", [length, *witnesses],
                                             "answer length collapsed")
+
+        # Length runaway: answers spiral to several times their length while reward gains nothing and
+        # the policy is not exploring (entropy not up): loops that have not reached a large cap yet (verl
+        # runs with a 16k cap pin it only at the very end). A reasoning run lengthens its answers too, but
+        # slowly and while its reward climbs.
+        if (length is not None and length.ref > 0 and length.ratio() >= c.length_runaway_ratio
+                and reward is not None and not reward_rising and not (ent is not None and ent.ref > 0
+                                                                        and ent.ratio() > 1.0)):
+            found["length_runaway"] = ("response_length", [length, reward] + ([ent] if ent is not None else []),
+                                       "answers running away in length while reward does not rise")
 
         if pinned and not reward_rising:
             found["pinned_at_cap"] = ("truncated_fraction", [trunc] + ([reward] if reward is not None else []),

@@ -52,10 +52,12 @@ def _after(i):
     return i >= ONSET
 
 
-def _assert_caught(crit, code, max_points_late=2):
+def _assert_caught(crit, code, max_points_late=2, also=()):
+    """The first critical alert is `code` (or one of `also`, other names for the same failure)
+    within `max_points_late` logged points of the onset; `code` itself is raised too."""
     assert crit, "no critical alert"
     first = crit[0]
-    assert first.code == code, [a.code for a in crit]
+    assert first.code in (code, *also) and code in [a.code for a in crit], [a.code for a in crit]
     onset_step = (ONSET + 1) * EVERY
     assert onset_step <= first.step <= onset_step + max_points_late * EVERY, first
     assert first.onset_step <= first.step
@@ -72,7 +74,7 @@ def test_random_tokens_without_kl_or_perplexity_is_critical_within_two_points(se
         truncated_fraction=lambda i, rng: 1.0 if _after(i) else 0.05,
         grad_norm=_noisy(lambda i: 1.0, 0.3),
     )
-    _assert_caught(_critical(events), "random_tokens")
+    _assert_caught(_critical(events), "random_tokens", also=("length_runaway",))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -96,7 +98,8 @@ def test_pinned_at_the_cap_while_reward_stalls_is_critical():
         truncated_fraction=lambda i, rng: 1.0 if _after(i) else 0.1,
     )
     # the share must hold for pinned_points (3) points: caught at the onset's 3rd point
-    _assert_caught(_critical(events), "pinned_at_cap", max_points_late=2)
+    # length 200 -> 512 with reward flat is also a length runaway
+    _assert_caught(_critical(events), "pinned_at_cap", max_points_late=2, also=("length_runaway",))
 
 
 def test_reward_collapse_when_only_reward_is_logged():
@@ -125,7 +128,7 @@ def test_random_tokens_judged_on_perplexity_when_entropy_is_not_logged():
         perplexity=_noisy(lambda i: 900.0 if _after(i) else 12.0),
         response_length=_noisy(lambda i: 256 if _after(i) else 120, 0.02),
     )
-    _assert_caught(_critical(events), "random_tokens")
+    _assert_caught(_critical(events), "random_tokens", also=("length_runaway",))
 
 
 def test_repetition_to_the_cap_without_kl_is_critical():
@@ -297,3 +300,26 @@ def test_metrics_doc_coverage_table_is_generated_from_classes():
     assert doc_table() in doc, "docs/METRICS.md's coverage table is stale: paste monitors.coverage.doc_table()"
     assert all(f"| `{c.name}` |" in doc_table() for c in CLASSES)
     assert "| `kl_runaway` | KL a large multiple" in doc_table() and "(`kl` or `kl_seq`) and" in doc_table()
+
+
+def test_answers_running_away_in_length_while_reward_is_flat_is_critical():
+    # verl with a 16k cap: lengths 170 -> 600 in a few points, reward flat, entropy falling (loops).
+    events = _stream(
+        30, 0,
+        reward=_noisy(lambda i: 0.7, 0.03),
+        entropy=_noisy(lambda i: 0.15 if _after(i) else 0.5),
+        response_length=_noisy(lambda i: 600 if _after(i) else 170, 0.03),
+        truncated_fraction=lambda i, rng: 0.0,
+    )
+    _assert_caught(_critical(events), "length_runaway")
+
+
+def test_reasoning_answers_lengthening_while_reward_climbs_is_not_a_runaway():
+    events = _stream(
+        40, 0,
+        reward=_noisy(lambda i: 0.2 + 0.6 * (1 - math.exp(-i / 8))),
+        entropy=_noisy(lambda i: 0.6),
+        response_length=_noisy(lambda i: 200 * (1 + 2.0 * (1 - math.exp(-i / 8))), 0.03),  # x3 over the run
+        truncated_fraction=lambda i, rng: 0.0,
+    )
+    assert _critical(events) == []

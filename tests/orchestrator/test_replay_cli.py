@@ -111,7 +111,11 @@ def _trl_beta0_trace(tmp_path) -> Path:
 def test_text_output_starts_with_the_coverage_block(tmp_path, capsys):
     assert main([str(_trl_beta0_trace(tmp_path)), "--no-policies"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("coverage: 6/13 failure classes armed (non_finite, stall, random_tokens")
+    from monitors.coverage import CLASSES, coverage
+
+    names = ["reward", "entropy", "response_length", "truncated_fraction"]
+    armed = sum(c.armed for c in coverage(names))
+    assert lines[0].startswith(f"coverage: {armed}/{len(CLASSES)} failure classes armed (non_finite, stall, random_tokens")
     assert "coverage: NOT WATCHED: kl or kl_seq not logged: pattern_collapse, kl_runaway, negative_kl off" in lines
     assert "coverage: NOT WATCHED: kl not logged: kl_explosion off" in lines
     assert all(x.startswith("coverage: ") for x in lines[:4])
