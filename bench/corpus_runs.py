@@ -34,6 +34,12 @@ class CorpusRun:
         return self.label.get("onset_step") if self.label.get("label") == "collapse" else None
 
     @property
+    def earliest_onset(self) -> int | None:
+        """The first step the failure may have begun at (label `earliest_onset_step`; default the onset)."""
+        e = self.label.get("earliest_onset_step")
+        return e if isinstance(e, int) and not isinstance(e, bool) and self.onset is not None else None
+
+    @property
     def family(self) -> str:
         return str(self.label.get("class") or self.label.get("label"))
 

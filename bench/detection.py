@@ -256,7 +256,8 @@ def corpus_results(root: Path, log) -> list[StreamResult]:
     out = []
     for run in runs:
         out.append(score(run.events, id=f"{run.source}/{run.name}", source=run.source, family=run.family,
-                         subset=run.subset, interval=run.interval, records="single", onset=run.onset))
+                         subset=run.subset, interval=run.interval, records="single", onset=run.onset,
+                         earliest_onset=run.earliest_onset))
     log(f"corpus: {len(out)} runs ({len(skipped)} folders skipped)")
     return out
 

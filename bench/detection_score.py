@@ -54,8 +54,12 @@ def run_stack(events) -> list:
 
 
 def score(events, *, id: str, source: str, family: str, subset: str, interval: int, records: str,
-          onset: int | None, alerts=None) -> StreamResult:
-    """Run the default stack on `events` (unless `alerts` is given) and score it against `onset`."""
+          onset: int | None, alerts=None, earliest_onset: int | None = None) -> StreamResult:
+    """Run the default stack on `events` (unless `alerts` is given) and score it against `onset`.
+
+    `earliest_onset`: where the label says the failure began somewhere in [earliest_onset, onset]
+    (samples every 10 steps: the last clean sample is before it), a critical alert in that window
+    is an early detection (negative delay), not a false alarm."""
     if alerts is None:
         alerts = run_stack(events)
     steps = sorted({e.step for e in events})
@@ -63,13 +67,14 @@ def score(events, *, id: str, source: str, family: str, subset: str, interval: i
         return StreamResult(id, source, family, subset, interval, records, onset, 0, 0, 0)
     start = max(steps[0] - interval, 0)  # the step before the first logged window
     end = steps[-1]
-    healthy_until = end if onset is None else min(onset - 1, end)
+    first_bad = onset if earliest_onset is None or onset is None else min(earliest_onset, onset)
+    healthy_until = end if onset is None else min(first_bad - 1, end)
     r = StreamResult(id, source, family, subset, interval, records, onset, steps=end - start, points=len(steps),
                      healthy_steps=max(healthy_until - start, 0))
     onset_point = bisect.bisect_left(steps, onset) if onset is not None else None
     for a in alerts:
         critical = a.severity.value == "critical"
-        if onset is None or a.step < onset:
+        if onset is None or a.step < first_bad:
             if critical:
                 r.false_critical += 1
                 r.false_codes.append(f"{a.code}@{a.step}")
