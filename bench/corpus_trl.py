@@ -73,6 +73,11 @@ PRESETS: dict[str, Preset] = {
                       note="sentiment reward, lr 3e-4, beta 0"),
     "lr_huge": Preset("grpo", "sentiment", "sentences", lr=2e-3, beta=0.0, steps=25,
                       note="sentiment reward, lr 2e-3, beta 0"),
+    "lr_very_high": Preset("grpo", "sentiment", "sentences", lr=1e-3, beta=0.0, steps=25,
+                           note="sentiment reward, lr 1e-3, beta 0"),
+    # A reward that does not depend on the text (a broken reward model): the updates are noise.
+    "reward_noise": Preset("grpo", "noise", "sentences", lr=3e-4, beta=0.0, steps=30,
+                           note="reward uniform [0, 1] independent of the text, lr 3e-4, beta 0"),
     "lr_high_beta": Preset("grpo", "sentiment", "sentences", lr=3e-4, beta=0.04, steps=30,
                            note="sentiment reward, lr 3e-4, beta 0.04"),
     # A reward that pays for brevity (like a format reward that a one-token answer satisfies).
@@ -84,10 +89,10 @@ PRESETS: dict[str, Preset] = {
     # Sentiment with a KL penalty at a lr high enough to move far from the reference.
     "kl_push": Preset("grpo", "sentiment", "sentences", lr=5e-5, beta=0.04, steps=40,
                       note="sentiment reward, lr 5e-5, beta 0.04"),
-    "sentiment_modest": Preset("grpo", "sentiment", "sentences", lr=3e-6, beta=0.04, steps=30,
-                               note="sentiment reward, lr 3e-6, beta 0.04"),
-    "sentiment_modest_beta0": Preset("grpo", "sentiment", "sentences", lr=3e-6, beta=0.0, steps=30,
-                                     note="sentiment reward, lr 3e-6, beta 0"),
+    "sentiment_modest": Preset("grpo", "sentiment", "sentences", lr=1e-5, beta=0.04, steps=30,
+                               note="sentiment reward, lr 1e-5, beta 0.04"),
+    "sentiment_modest_beta0": Preset("grpo", "sentiment", "sentences", lr=1e-5, beta=0.0, steps=30,
+                                     note="sentiment reward, lr 1e-5, beta 0"),
     "lr_tiny": Preset("grpo", "sentiment", "sentences", lr=1e-8, beta=0.0, steps=30,
                       note="sentiment reward, lr 1e-8 (learns nothing), beta 0"),
 }
@@ -142,12 +147,17 @@ def make_reward(name: str, cap: int):
             float(analyzer.polarity_scores(_text(c))["compound"]) for c in completions]
     if name == "short":
         return lambda completions, completion_ids: [1.0 - len(ids) / cap for ids in completion_ids]
+    if name == "noise":
+        import random
+
+        rng = random.Random(12345)  # seeded: a rerun scores the same way
+        return lambda completions, completion_ids: [rng.random() for _ in completions]
     if name == "long":
         return lambda completions, completion_ids: [len(ids) / cap for ids in completion_ids]
     raise ValueError(f"unknown reward {name!r}: expected one of {', '.join(REWARDS)}")
 
 
-REWARDS = ("sentiment", "short", "long")
+REWARDS = ("sentiment", "short", "long", "noise")
 
 
 # ----------------------------------------------------------------------------- the training child
