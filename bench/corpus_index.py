@@ -4,8 +4,8 @@
     python bench/corpus_index.py --source public
 
 Reads label.json (the verdict), run.json (settings, wall time; absent for public runs) and
-metrics.jsonl (logged points, metric names). A folder without label.json is listed as unlabelled,
-so a recorded but not yet judged run is visible rather than silently missing.
+metrics.jsonl (logged points, metric names). A folder without label.json (still
+recording, or not yet judged) is named on stderr and left out of the index.
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     root = CORPUS / args.source
     folders = sorted(f for f in root.iterdir() if f.is_dir() and (f / "metrics.jsonl").exists())
+    # A run still recording or not yet judged has no label.json: named here, kept out of the index.
+    for f in folders:
+        if not (f / "label.json").exists():
+            print(f"not indexed, no label.json yet: {f.name}", file=sys.stderr)
+    folders = [f for f in folders if (f / "label.json").exists()]
     head = ["run", "trainer", "preset", "settings", "label", "class", "onset", "logged points",
             "metrics present", "wall time"]
     rows = [row(f) for f in folders]
