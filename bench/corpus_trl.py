@@ -86,6 +86,9 @@ PRESETS: dict[str, Preset] = {
     # A reward that pays for length, on questions the model answers in a few tokens.
     "long_reward": Preset("grpo", "long", "questions", lr=2e-5, beta=0.0, steps=30,
                           note="reward tokens/cap (pays for long answers), lr 2e-5, beta 0"),
+    # The same reward on questions asked for a one-word answer: answers start a few tokens long.
+    "long_reward_oneword": Preset("grpo", "long", "questions_oneword", lr=2e-5, beta=0.0, steps=30,
+                                  note="reward tokens/cap on 'answer in one word' questions, lr 2e-5, beta 0"),
     # Sentiment with a KL penalty at a lr high enough to move far from the reference.
     "kl_push": Preset("grpo", "sentiment", "sentences", lr=5e-5, beta=0.04, steps=40,
                       note="sentiment reward, lr 5e-5, beta 0.04"),
@@ -118,7 +121,8 @@ _QUESTIONS = [
     "What is the capital of Japan?", "What shape has three sides?", "What is the first letter of the alphabet?",
 ]
 
-PROMPT_SETS = {"sentences": _sentence_prompts, "questions": lambda: list(_QUESTIONS)}
+PROMPT_SETS = {"sentences": _sentence_prompts, "questions": lambda: list(_QUESTIONS),
+               "questions_oneword": lambda: [f"{q} Answer in one word." for q in _QUESTIONS]}
 
 
 # ----------------------------------------------------------------------------- rewards
