@@ -254,7 +254,8 @@ def train(preset: Preset, seed: int, run_dir: Path, work: Path) -> None:
 
 
 def run_name(preset_name: str, preset: Preset, seed: int) -> str:
-    return f"{preset.trainer}_{preset_name}_ls{preset.logging_steps}_s{seed}"
+    model = "" if preset.model == "smollm2" else f"-{preset.model}"  # the default model goes unnamed
+    return f"{preset.trainer}_{preset_name}{model}_ls{preset.logging_steps}_s{seed}"
 
 
 def _versions() -> dict:

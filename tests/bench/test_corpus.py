@@ -95,7 +95,7 @@ def test_recorder_writes_a_complete_run_folder_from_a_real_trl_trainer(tmp_path)
     preset = replace(PRESETS["short_reward"], model="tiny", steps=4, logging_steps=2, max_completion_length=8)
     run = record("short_reward", preset, 3, tmp_path, ["--test"])
     meta = json.loads((run / "run.json").read_text())
-    assert run.name == "grpo_short_reward_ls2_s3" and meta["returncode"] == 0, (run / "console.log").read_text()[-3000:]
+    assert run.name == "grpo_short_reward-tiny_ls2_s3" and meta["returncode"] == 0, (run / "console.log").read_text()[-3000:]
     events = _events(run)
     assert [e["step"] for e in events] == [2, 4]
     assert {"reward", "response_length", "truncated_fraction", "entropy"} <= set(events[0]["metrics"])
