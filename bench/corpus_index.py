@@ -31,8 +31,8 @@ def _settings(run: dict) -> str:
     rec = run.get("recorded")
     if rec:  # bench/corpus_ours_ppo.py: the PPO trainer's overrides
         o = dict(x.split("=", 1) for x in rec.get("overrides", []))
-        return (f"PPO {o.get('preset')}, SmolLM2-135M, {o.get('reward')} reward, lr {o.get('lr')}, "
-                f"kl_coef {o.get('kl_coef', 'preset default')}, {o.get('steps')} steps, batch {o.get('batch_size')}, "
+        return (f"PPO (recorded as preset={o.get('preset')}), SmolLM2-135M, {o.get('reward')} reward, lr {o.get('lr')}, "
+                f"kl_coef {o.get('kl_coef', 'preset default')}, {o.get('steps')} steps asked, batch {o.get('batch_size')}, "
                 f"cap {o.get('max_new_tokens')}" + (", whitened advantages" if o.get("advantage_normalize") else ""))
     return ""
 
