@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
              "the verdict and how it was judged are in each label.json (`judged_by`).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    notes = root / "NOTES.md"  # hand-written caveats about the judgements, kept next to the generated table
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     (root / "INDEX.md").write_text("\n".join(lines) + "\n")
     print(f"{root / 'INDEX.md'}: {len(rows)} runs")
     return 0
