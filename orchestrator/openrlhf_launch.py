@@ -31,8 +31,6 @@ Checked against OpenRLHF/OpenRLHF @ 3c3be6234e0cb353e76bb8019947db9dfe99fca7 (20
 
 from __future__ import annotations
 
-import ast
-import math
 import os
 import re
 import time
@@ -41,6 +39,7 @@ from pathlib import Path
 
 from monitors.events import MetricEvent
 from orchestrator.integrations.metric_names import map_metrics
+from orchestrator.logformats.openrlhf import Parser as OpenRLHFParser
 from orchestrator.trainer_launch import TrainerLauncher, format_number, write_pointer
 
 KL = "--algo.kl.init_coef"
@@ -68,43 +67,20 @@ def parse_flags(args: list[str]) -> list[tuple[str, list[str]]]:
 
 # ------------------------------------------------------------ reading OpenRLHF's output
 
-def _literal(node: ast.AST):
-    """A Python literal as printed by repr(), plus nan/inf and tensor(x)."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name) and node.id in ("nan", "inf"):
-        return math.nan if node.id == "nan" else math.inf
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _literal(node.operand)
-        return -v if isinstance(node.op, ast.USub) and isinstance(v, (int, float)) else v
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
-        return _literal(node.args[0])  # tensor(0.5), np.float64 reprs like float64(0.5)
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return [_literal(x) for x in node.elts]
-    return None
-
-
 def openrlhf_stdout_line_to_event(line: bytes | str, attempt: int | None = None) -> MetricEvent | None:
-    """One line of OpenRLHF's driver output -> a MetricEvent (None for the other lines).
-
-    The one place this launcher reads the format: point it at the shared reader
-    (orchestrator/logformats/) once that exists."""
-    if isinstance(line, str):
-        line = line.encode()
-    m = _GLOBAL_STEP.search(line.rstrip(b"\r"))
-    if m is None:
+    """One line of OpenRLHF's driver output -> a MetricEvent (None for the other lines, the evaluation
+    line included: the launcher counts training steps). Parsed by the shared reader
+    (orchestrator/logformats/openrlhf.py)."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    records = [r for r in OpenRLHFParser().parse(line.rstrip("\r\n"))
+               if not all(str(k).startswith("eval_") for k in r.values)]
+    if not records:
+        if _GLOBAL_STEP.search(line.encode()):
+            raise ValueError("a `Global step N: {...}` line whose dict does not parse")
         return None
-    try:
-        tree = ast.parse(m.group(2).decode("utf-8", "replace"), mode="eval").body
-    except SyntaxError:
-        raise ValueError("a `Global step N: {...}` line whose dict does not parse") from None
-    if not isinstance(tree, ast.Dict):
-        return None
-    status = {_literal(k): _literal(v) for k, v in zip(tree.keys, tree.values, strict=True) if k is not None}
-    # The name table lists the "train/" names W&B and TensorBoard show; stdout has the bare keys.
-    mapped = map_metrics({f"train/{k}": v for k, v in status.items() if isinstance(k, str)}, "openrlhf")
-    metrics = {k.removeprefix("train/"): v for k, v in mapped.items()}
-    return MetricEvent(step=int(m.group(1)), metrics=metrics, time=time.time(), attempt=attempt)
+    rec = records[0]
+    return MetricEvent(step=rec.step, metrics=map_metrics(rec.values, "openrlhf"), time=time.time(), attempt=attempt)
 
 
 class OpenRLHFLauncher(TrainerLauncher):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitors.events import MetricEvent
-from orchestrator.launcher import Launcher, WorkerProcess
+from orchestrator.launcher import Launcher, WorkerProcess, process_start_ticks
 from ppo.checkpoint_files import checkpoint_dir_name, write_checkpoint_dir
 
 log = logging.getLogger("rlguard.trainer_launch")
@@ -293,7 +293,8 @@ class TrainerLauncher(Launcher):
         env = dict(os.environ)
         env.update(self.env)
         env.update(extra_env)
-        env.update({"RLGUARD_ATTEMPT": str(attempt), "PYTHONUNBUFFERED": "1"})
+        # RLGUARD_RUN_DIR: a later supervisor tells this trainer from a process that reused its pid
+        env.update({"RLGUARD_ATTEMPT": str(attempt), "PYTHONUNBUFFERED": "1", "RLGUARD_RUN_DIR": str(self.run_dir)})
         # The wrapper records how the trainer ended (RUN/worker-status.json) for a supervisor that
         # is not running at that moment (orchestrator/trainer_exit.py); argv (journaled) is the trainer's.
         wrapped = [sys.executable, "-m", "orchestrator.trainer_exit", "--status",
@@ -305,7 +306,7 @@ class TrainerLauncher(Launcher):
                            find_checkpoints=finder, post=self.post, metrics_path=self.run_dir / "metrics.jsonl",
                            heartbeat_s=self.heartbeat_s, poll_s=self.section.poll_s).start()
         return TrainerWorker(attempt=attempt, pid=popen.pid, pgid=popen.pid, started=clock(), argv=argv,
-                             log_path=log_path, popen=popen, feeder=feeder)
+                             log_path=log_path, popen=popen, feeder=feeder, start_ticks=process_start_ticks(popen.pid))
 
     def reattach(self, info: dict, clock=time.monotonic, run_dir: Path | None = None) -> WorkerProcess | None:
         """A trainer a previous supervisor started, still alive: read its log again, skipping the
@@ -322,7 +323,7 @@ class TrainerLauncher(Launcher):
                            poll_s=self.section.poll_s, skip_through=_last_recorded_step(
                                self.run_dir / "metrics.jsonl", w.attempt)).start()
         return TrainerWorker(attempt=w.attempt, pid=w.pid, pgid=w.pgid, started=w.started, argv=w.argv,
-                             log_path=w.log_path, feeder=feeder)
+                             log_path=w.log_path, feeder=feeder, start_ticks=w.start_ticks)
 
     def on_pruned(self, step: int) -> str:
         """The registry pruned step N's pointer: delete the trainer's checkpoint too when rlguard

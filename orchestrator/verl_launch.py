@@ -40,8 +40,6 @@ Checked against volcengine/verl @ b178a3cd56f58b2d502255daba591e92833930a7 (2026
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import time
@@ -52,6 +50,7 @@ import yaml
 
 from monitors.events import MetricEvent
 from orchestrator.integrations.metric_names import map_metrics
+from orchestrator.logformats.verl import JsonlParser
 from orchestrator.trainer_launch import TrainerLauncher, format_number, write_pointer
 
 # Defaults of verl/trainer/config/_generated_ppo_trainer.yaml @ b178a3c.
@@ -107,15 +106,14 @@ def hydra_value(v) -> str:
 
 def verl_file_record_to_event(line: bytes | str, attempt: int | None = None) -> MetricEvent | None:
     """One line of verl's file logger -> a MetricEvent in METRICS.md names (ValueError if not one).
-
-    The one place this launcher reads the format: point it at the shared reader
-    (orchestrator/logformats/) once that exists."""
-    rec = json.loads(line)
-    if not isinstance(rec, dict) or not isinstance(rec.get("step"), int) or not isinstance(rec.get("data"), dict):
+    Parsed by the shared reader (orchestrator/logformats/verl.py: orjson's nulls are NaN)."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    records = JsonlParser().parse(line)
+    if not records:
         raise ValueError('not a verl file-logger record {"step": N, "data": {...}}')
-    # orjson (verl's writer) turns NaN and +-inf into null: a null here is a non-finite value.
-    data = {k: (math.nan if v is None else v) for k, v in rec["data"].items()}
-    return MetricEvent(step=rec["step"], metrics=map_metrics(data, "verl"), time=time.time(), attempt=attempt)
+    rec = records[0]
+    return MetricEvent(step=rec.step, metrics=map_metrics(rec.values, "verl"), time=time.time(), attempt=attempt)
 
 
 class VerlLauncher(TrainerLauncher):
