@@ -38,12 +38,33 @@ class Detector:
     def __init__(self, rearm_steps: int):
         self.incidents = Incidents(rearm_steps)
         self.counted_step = -1
+        self.prev_point = -1  # the logged step before the current one
+        self.held_at: dict[str, int] = {}  # condition -> the last step at which it held
+        self.held_streak: dict[str, int] = {}  # condition -> consecutive logged points it has held
 
-    def _new_point(self, step: int) -> bool:
-        """True the first time this detector is called for `step` (a logged point to count once)."""
+    def _new_point(self, step: int, quiet_codes=()) -> bool:
+        """True the first time this detector is called for `step` (a logged point to count once). On a
+        new point, each of `quiet_codes` that did not hold at the previous point gets its quiet step
+        (a later record of that step could still have made it hold, so this is only known now)."""
         fresh = step != self.counted_step
+        if fresh:
+            self.prev_point = self.counted_step
+            for code in quiet_codes:
+                if self.held_at.get(code) != self.prev_point and self.prev_point >= 0:
+                    self.held_streak[code] = 0
+                    self.incidents.quiet(code)
         self.counted_step = step
         return fresh
+
+    def _hold(self, code: str, step: int) -> int:
+        """`code` holds at `step`: the number of consecutive logged points it has held, this one included,
+        each step counted once however many records it came in."""
+        last = self.held_at.get(code)
+        if last != step:
+            run = self.held_streak.get(code, 0) if last is not None and last == self.prev_point else 0
+            self.held_streak[code] = run + 1
+            self.held_at[code] = step
+        return self.held_streak[code]
 
     def update(self, step: int, values: dict, tracks: dict[str, MetricTrack]) -> list[Alert]:
         raise NotImplementedError
@@ -51,14 +72,19 @@ class Detector:
     def new_segment(self) -> None:
         """A rollback: open incidents belong to the abandoned branch."""
         self.incidents.clear()
-        self.counted_step = -1
+        self.counted_step = self.prev_point = -1
+        self.held_at, self.held_streak = {}, {}
 
     def state_dict(self) -> dict:
-        return {"incidents": self.incidents.state_dict(), "counted_step": self.counted_step}
+        return {"incidents": self.incidents.state_dict(), "counted_step": self.counted_step,
+                "prev_point": self.prev_point, "held_at": dict(self.held_at), "held_streak": dict(self.held_streak)}
 
     def load_state_dict(self, d: dict) -> None:
         self.incidents.load_state_dict(d.get("incidents", {}))
         self.counted_step = int(d.get("counted_step", -1))
+        self.prev_point = int(d.get("prev_point", -1))
+        self.held_at = {str(k): int(v) for k, v in d.get("held_at", {}).items()}
+        self.held_streak = {str(k): int(v) for k, v in d.get("held_streak", {}).items()}
 
     def _alert(self, code: str, metric: str, step: int, severity: Severity, onset: int, message: str) -> Alert:
         return Alert(code=code, detector=self.name, metric=metric, step=step, severity=severity,
@@ -229,14 +255,18 @@ class DriftDetector(Detector):
         self.rules = list(cfg.rules)
         self.patience = cfg.patience_steps
         self.streak = [0] * len(self.rules)
+        self.judged: dict[int, int] = {}  # rule index -> the step it was last judged at
 
     def update(self, step, values, tracks):
         out = []
-        new_point = self._new_point(step)
         for i, rule in enumerate(self.rules):
             t = tracks.get(rule.metric)
             if t is None or t.last_step != step or not t.ready or t.established_level != t.established_level:
                 continue
+            # each rule once per step: its metric may come in any record of the step
+            if self.judged.get(i) == step:
+                continue
+            self.judged[i] = step
             denom = max(abs(t.established_level), t.established_scale)
             if not denom > 0:
                 continue
@@ -244,8 +274,6 @@ class DriftDetector(Detector):
             beyond = (rule.max_ratio is not None and ratio > rule.max_ratio) or (
                 rule.min_ratio is not None and ratio < rule.min_ratio)
             key = rule.metric
-            if not new_point:  # this step was judged already; a later record only re-reads it
-                continue
             if not beyond:
                 self.streak[i] = 0
                 self.incidents.quiet(key)

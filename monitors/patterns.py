@@ -38,6 +38,7 @@ from monitors.track import MetricTrack
 DIVERSITY = ("perplexity", "entropy", "distinct_2")
 EXPLOSIVE = ("entropy", "ref_perplexity", "perplexity")
 SINGLE_METRIC = ("negative_kl", "kl_runaway")
+CODES = ("pattern_collapse", "empty_answers", "gibberish", "negative_kl", "kl_runaway")
 
 
 def _ready(tracks: dict[str, MetricTrack], name: str, step: int) -> MetricTrack | None:
@@ -141,24 +142,19 @@ class PatternDetector(Detector):
 
         # A later record of a step already judged (one step split over records) re-judges it with the
         # tracks it moved, but streaks and quiet steps count each step once.
-        new_point = self._new_point(step)
+        self._new_point(step, CODES)
         early: dict[str, tuple] = {}
         if c.early_enabled:
             early = {code: hit for code, hit in early_patterns(c, step, tracks).items() if code not in found}
         out = []
-        for code in ("pattern_collapse", "empty_answers", "gibberish", "negative_kl", "kl_runaway"):
+        for code in CODES:
             hit = found.get(code)
             if hit is None and code in early:
-                out.extend(self._early_alert(code, step, early[code], new_point))
+                out.extend(self._early_alert(code, step, early[code]))
                 continue
             if hit is None:
-                if new_point:
-                    if self.streak.get(code):
-                        self.streak[code] = 0
-                    self.incidents.quiet(code)
                 continue
-            n = max(1, self.streak.get(code, 0) + new_point)
-            self.streak[code] = n
+            n = self.streak[code] = self._hold(code, step)
             severity, metric, moved, what = hit
             if code in SINGLE_METRIC:
                 # KL alone: a heavy-tailed burst of a few steps is not a runaway; it must persist
@@ -177,11 +173,10 @@ class PatternDetector(Detector):
                                        f"{what} for {n} steps: {lead}{parts}"))
         return out
 
-    def _early_alert(self, code: str, step: int, hit: tuple, new_point: bool) -> list:
+    def _early_alert(self, code: str, step: int, hit: tuple) -> list:
         """An early-life pattern (monitors/early.py): same incident book and confirmation as the rest."""
         severity, metric, onset, parts, what = hit
-        n = max(1, self.streak.get(code, 0) + new_point)
-        self.streak[code] = n
+        n = self.streak[code] = self._hold(code, step)
         if n < self.cfg.confirm_steps or not self.incidents.fire(code, severity, metric, onset):
             return []
         return [self._alert(code, metric, step, severity, onset, f"{what} for {n} steps: {parts}")]

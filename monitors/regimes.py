@@ -27,7 +27,9 @@ needs a move so large that no healthy run makes it:
                   (A policy that answers with one token to game a format reward.)
   length_runaway  response length at `length_runaway_ratio` of its reference or more while reward
                   does not rise and entropy (where logged) does not rise either: looping answers that
-                  have not reached a large cap yet; for `length_runaway_points` logged points.
+                  have not reached a large cap yet; for `length_runaway_points` logged points, and
+                  only against a reference that predates the last `reference_lag_points` points (the
+                  first steps of a run lengthen its answers many-fold as a matter of course).
   pinned_at_cap   the truncated share at `pinned_fraction` or more for `pinned_points` logged points,
                   from a reference below `pinned_reference_max`, while reward does not rise.
   reward_collapse reward's level over the last `min_span_steps` steps (mean, at least three points)
@@ -96,9 +98,10 @@ class RegimeDetector(Detector):
         self.streak: dict[str, int] = {}
         self.first_level: dict[str, float] = {}
         self.held_since: dict[str, int] = {}  # code -> the point before its condition started holding
-        self.prev_point = -1
         self.span_noise = 0.0
         self.reward_peak = -math.inf  # the best reward level the run held (kept across rollbacks)
+        self.reward_levels: list[float] = []  # the reward's span level at each logged point (the last 60)
+        self.levels_step = -1
 
     def update(self, step, values, tracks):
         c = self.cfg
@@ -160,6 +163,7 @@ class RegimeDetector(Detector):
         # runs with a 16k cap pin it only at the very end). A reasoning run lengthens its answers too, but
         # slowly and while its reward climbs.
         if (length is not None and length.ref > 0 and length.ratio() >= c.length_runaway_ratio
+                and len(length.values) >= c.reference_points + c.reference_lag_points
                 and reward is not None and not reward_rising and not (ent is not None and ent.ref > 0
                                                                         and ent.ratio() > 1.0)):
             found["length_runaway"] = ("response_length", [length, reward] + ([ent] if ent is not None else []),
@@ -183,7 +187,12 @@ class RegimeDetector(Detector):
             # until the collapse is the new normal. Not the best span mean either: over hundreds of steps the
             # maximum of a noisy mean sits several standard errors above the run's true level.
             peak = self.reward_peak = max(self.reward_peak, reward.ref)
-            if level < peak - max(c.reward_collapse_sigmas * self.span_noise, c.reward_collapse_fraction * abs(peak)):
+            # ...and the fall must exceed the level's own wobble over the run (the spread of its past span
+            # levels, the last `reference_lag_points` left out): a reward that sits near 0 (a run that learns
+            # nothing, a rare binary success) dips 80% and back without collapsing.
+            wobble = self._level_wobble(step, level, c)
+            if level < peak - max(c.reward_collapse_sigmas * max(self.span_noise, wobble),
+                                  c.reward_collapse_fraction * abs(peak)):
                 failing = ([length] if length_up or (length is not None and length.ref > 0
                                                       and length.ratio() <= c.length_collapse_ratio) else [])
                 failing += [trunc] if pinned else []
@@ -213,25 +222,21 @@ class RegimeDetector(Detector):
                 and kl.ratio(floor_by_spread=True) >= c.kl_explosion_ratio):
             found["kl_explosion"] = ("kl", [kl], f"per-token KL to the reference above {c.kl_explosion_nats:g} nats")
 
-        # A step can arrive in several records (train + eval): its points are counted once.
-        prev = self.counted_step
-        new_point = self._new_point(step)
-        if new_point:
-            self.prev_point = prev if prev >= 0 else step
+        # A step can arrive in several records (train + eval, or its metrics split): each condition counts
+        # a step once, whichever record made it hold (Detector._hold).
+        self._new_point(step, CODES)
         out = []
         for code in CODES:
             hit = found.get(code)
             if hit is None:
-                if new_point:
-                    self.streak[code] = 0
-                    self.incidents.quiet(code)
                 continue
             metric, moved, what = hit
-            if not self.streak.get(code):
+            n = self._hold(code, step)
+            if n == 1 and self.held_at.get(code) == step:
                 # the span of a held condition starts at the point before its first holding point: that
                 # point's value already averages the steps up to it
-                self.held_since[code] = self.prev_point
-            self.streak[code] = max(1, self.streak.get(code, 0) + new_point)
+                self.held_since[code] = self.prev_point if self.prev_point >= 0 else step
+            self.streak[code] = n
             need = getattr(c, _CONFIRM[code]) if code in _CONFIRM else 1
             if code == "kl_explosion":
                 # still rising: |KL| above where it stood when the condition first held
@@ -267,21 +272,35 @@ class RegimeDetector(Detector):
         self.span_noise = math.sqrt(var / n)
         return mean
 
+    def _level_wobble(self, step: int, level: float, c: RegimeConfig) -> float:
+        """Robust spread of the reward's past span levels (one per logged point, up to 60)."""
+        if self.levels_step != step:
+            self.levels_step = step
+            self.reward_levels.append(level)
+            del self.reward_levels[:-60]
+        past = sorted(self.reward_levels[:-c.reference_lag_points] if c.reference_lag_points else self.reward_levels)
+        if len(past) < 3:
+            return 0.0
+        mid = past[len(past) // 2]
+        devs = sorted(abs(v - mid) for v in past)
+        return 1.4826 * devs[len(devs) // 2]
+
     def new_segment(self):
         super().new_segment()
         self.streak = {}
-        self.prev_point = -1
 
     def state_dict(self):
         return {**super().state_dict(), "streak": dict(self.streak), "first_level": dict(self.first_level),
-                "held_since": dict(self.held_since), "prev_point": self.prev_point,
-                "reward_peak": self.reward_peak if math.isfinite(self.reward_peak) else None}
+                "held_since": dict(self.held_since),
+                "reward_peak": self.reward_peak if math.isfinite(self.reward_peak) else None,
+                "reward_levels": list(self.reward_levels), "levels_step": self.levels_step}
 
     def load_state_dict(self, d):
         super().load_state_dict(d)
         self.streak = {str(k): int(x) for k, x in d.get("streak", {}).items()}
         self.first_level = {str(k): float(x) for k, x in d.get("first_level", {}).items()}
         self.held_since = {str(k): int(x) for k, x in d.get("held_since", {}).items()}
-        self.prev_point = int(d.get("prev_point", -1))
         peak = d.get("reward_peak")
         self.reward_peak = float(peak) if peak is not None else -math.inf
+        self.reward_levels = [float(v) for v in d.get("reward_levels", [])]
+        self.levels_step = int(d.get("levels_step", -1))
