@@ -28,8 +28,8 @@ needs a move so large that no healthy run makes it:
   length_runaway  response length at `length_runaway_ratio` of its reference or more while reward
                   does not rise and entropy (where logged) does not rise either: looping answers that
                   have not reached a large cap yet; for `length_runaway_points` logged points, and
-                  only against a reference that predates the last `reference_lag_points` points (the
-                  first steps of a run lengthen its answers many-fold as a matter of course).
+                  only against a reference of at least `reference_lag_points` points that predate the
+                  last `reference_lag_points` (the first steps of a run lengthen its answers many-fold).
   pinned_at_cap   the truncated share at `pinned_fraction` or more for `pinned_points` logged points,
                   from a reference below `pinned_reference_max`, while reward does not rise.
   reward_collapse reward's level over the last `min_span_steps` steps (mean, at least three points)
@@ -42,7 +42,7 @@ needs a move so large that no healthy run makes it:
   mode_collapse   entropy at or below `mode_collapse_entropy_ratio` of its reference with the learning
                   signal gone: frac_reward_zero_std at `mode_collapse_zero_std` or more, or a zero
                   grad_norm (GRPO: every group's answers score the same).
-  pinned_at_cap, reward_collapse and mode_collapse must also hold over `min_span_steps` optimizer steps: two points
+  pinned_at_cap, reward_collapse, mode_collapse and length_runaway must also hold over `min_span_steps` optimizer steps: two points
   at logging_steps 10, eight at logging_steps 1 (one noisy batch of 8 rollouts is not a regime).
   kl_explosion    per-token KL (`kl`, nats per token as docs/METRICS.md defines it; never the summed
                   `kl_seq`) at or above `kl_explosion_nats` and x`kl_explosion_ratio` its reference
@@ -70,7 +70,7 @@ REGIME_METRICS = ("reward", "kl", "kl_seq", "entropy", "perplexity", "response_l
 CODES = ("random_tokens", "repetition", "mode_collapse", "length_collapse", "length_runaway", "pinned_at_cap",
          "reward_collapse", "kl_explosion")
 # How many consecutive logged points each class must hold before it alerts.
-_SPAN = ("pinned_at_cap", "reward_collapse", "mode_collapse")  # classes that must also hold for `min_span_steps` steps
+_SPAN = ("pinned_at_cap", "reward_collapse", "mode_collapse", "length_runaway")  # classes that must also hold for `min_span_steps` steps
 _CONFIRM = {"length_runaway": "length_runaway_points", "pinned_at_cap": "pinned_points", "reward_collapse": "reward_collapse_points",
             "kl_explosion": "kl_explosion_points"}
 
@@ -163,7 +163,7 @@ class RegimeDetector(Detector):
         # runs with a 16k cap pin it only at the very end). A reasoning run lengthens its answers too, but
         # slowly and while its reward climbs.
         if (length is not None and length.ref > 0 and length.ratio() >= c.length_runaway_ratio
-                and len(length.values) >= c.reference_points + c.reference_lag_points
+                and len(length.values) >= 2 * c.reference_lag_points
                 and reward is not None and not reward_rising and not (ent is not None and ent.ref > 0
                                                                         and ent.ratio() > 1.0)):
             found["length_runaway"] = ("response_length", [length, reward] + ([ent] if ent is not None else []),
@@ -186,7 +186,11 @@ class RegimeDetector(Detector):
             # to 60 points) has been. Not the reference now: a decline over dozens of steps drags it down
             # until the collapse is the new normal. Not the best span mean either: over hundreds of steps the
             # maximum of a noisy mean sits several standard errors above the run's true level.
-            peak = self.reward_peak = max(self.reward_peak, reward.ref)
+            # A reference of a few points is no level the run "held": the peak counts references of at
+            # least `reference_lag_points` values (before that, the reference itself is the bar).
+            if len(reward.values) - c.reference_lag_points >= c.reference_lag_points:
+                self.reward_peak = max(self.reward_peak, reward.ref)
+            peak = max(self.reward_peak, reward.ref) if math.isfinite(self.reward_peak) else reward.ref
             # ...and the fall must exceed the level's own wobble over the run (the spread of its past span
             # levels, the last `reference_lag_points` left out): a reward that sits near 0 (a run that learns
             # nothing, a rare binary success) dips 80% and back without collapsing.
