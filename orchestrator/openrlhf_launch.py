@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from monitors.events import MetricEvent
 from orchestrator.integrations.metric_names import map_metrics
 from orchestrator.logformats.openrlhf import Parser as OpenRLHFParser
 from orchestrator.trainer_launch import TrainerLauncher, format_number, write_pointer
+from orchestrator.trainer_launch import file_stamp as _stamp
 
 KL = "--algo.kl.init_coef"
 CLIP = "--actor.eps_clip"
@@ -122,7 +124,7 @@ class OpenRLHFLauncher(TrainerLauncher):
             ours[CLIP] = [format_number(self.number(CLIP) * factor)]
             if CLIP_LOW_HIGH in self.user:  # it overrides eps_clip when given (train_ppo_ray.py L594)
                 ours[CLIP_LOW_HIGH] = [format_number(float(x) * factor) for x in self.user[CLIP_LOW_HIGH]]
-        argv = [a.replace("{python}", _python()) for a in self.section.command]
+        argv = [a.replace("{python}", sys.executable) for a in self.section.command]
         for flag, values in self.flags:
             if flag not in ours and flag != "--ckpt.load_enable":
                 argv += [flag, *values]
@@ -180,16 +182,3 @@ class OpenRLHFLauncher(TrainerLauncher):
 
         return find
 
-
-def _stamp(path: Path):
-    try:
-        st = os.stat(path)
-        return st.st_mtime_ns, st.st_size, st.st_ino
-    except OSError:
-        return None
-
-
-def _python() -> str:
-    import sys
-
-    return sys.executable

@@ -374,3 +374,12 @@ def _delete_tree(path: Path) -> None:
 def format_number(v: float) -> str:
     """A knob value for a command line: 0.0015, 5e-07 (no float noise)."""
     return f"{float(v):.12g}"
+
+
+def file_stamp(path: Path):
+    """(mtime, size, inode) of a file, None when it is gone: tells a rewritten checkpoint tag from the old one."""
+    try:
+        st = os.stat(path)
+        return st.st_mtime_ns, st.st_size, st.st_ino
+    except OSError:
+        return None

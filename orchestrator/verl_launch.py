@@ -40,8 +40,8 @@ Checked against volcengine/verl @ b178a3cd56f58b2d502255daba591e92833930a7 (2026
 
 from __future__ import annotations
 
-import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +52,7 @@ from monitors.events import MetricEvent
 from orchestrator.integrations.metric_names import map_metrics
 from orchestrator.logformats.verl import JsonlParser
 from orchestrator.trainer_launch import TrainerLauncher, format_number, write_pointer
+from orchestrator.trainer_launch import file_stamp as _stamp
 
 # Defaults of verl/trainer/config/_generated_ppo_trainer.yaml @ b178a3c.
 KL_IN_REWARD = "algorithm.kl_ctrl.kl_coef"
@@ -190,7 +191,7 @@ class VerlLauncher(TrainerLauncher):
             ours["trainer.resume_mode"] = "disable"
         ours.update(knobs)
         path = self.logger_path(attempt)
-        argv = [a.replace("{python}", _python()) for a in self.section.command]
+        argv = [a.replace("{python}", sys.executable) for a in self.section.command]
         argv += [o for o in self.section.overrides if override_key(o) not in ours and override_key(o) != OWNED[-1]]
         argv += [f"{k}={hydra_value(v)}" for k, v in ours.items()]
         argv.append(f"++ray_kwargs.ray_init.runtime_env.env_vars.{LOGGER_ENV}={hydra_value(str(path))}")
@@ -223,16 +224,3 @@ class VerlLauncher(TrainerLauncher):
 
         return find
 
-
-def _stamp(path: Path):
-    try:
-        st = os.stat(path)
-        return st.st_mtime_ns, st.st_size, st.st_ino
-    except OSError:
-        return None
-
-
-def _python() -> str:
-    import sys
-
-    return sys.executable
