@@ -69,10 +69,11 @@ REGIME_METRICS = ("reward", "kl", "kl_seq", "entropy", "perplexity", "response_l
                   "distinct_2", "frac_reward_zero_std", "grad_norm")
 CODES = ("random_tokens", "repetition", "mode_collapse", "length_collapse", "length_runaway", "pinned_at_cap",
          "reward_collapse", "kl_explosion")
-# How many consecutive logged points each class must hold before it alerts.
-_SPAN = ("pinned_at_cap", "reward_collapse", "mode_collapse", "length_runaway")  # classes that must also hold for `min_span_steps` steps
-_CONFIRM = {"length_runaway": "length_runaway_points", "pinned_at_cap": "pinned_points", "reward_collapse": "reward_collapse_points",
-            "kl_explosion": "kl_explosion_points"}
+# Classes that must also hold over `min_span_steps` optimizer steps.
+_SPAN = ("pinned_at_cap", "reward_collapse", "mode_collapse", "length_runaway")
+# The config field giving how many consecutive logged points a class must hold (others: 1).
+_CONFIRM = {"length_runaway": "length_runaway_points", "pinned_at_cap": "pinned_points",
+            "reward_collapse": "reward_collapse_points", "kl_explosion": "kl_explosion_points"}
 
 
 def _view(tracks: dict[str, MetricTrack], name: str, step: int, cfg: RegimeConfig) -> EarlyView | None:
@@ -88,7 +89,7 @@ def _view(tracks: dict[str, MetricTrack], name: str, step: int, cfg: RegimeConfi
 
 
 class RegimeDetector(Detector):
-    """The five regimes above; one incident per class."""
+    """The classes above; one incident per class."""
 
     name = "regimes"
 
