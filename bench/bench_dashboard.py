@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dashboards.history import RunHistory  # noqa: E402
-from dashboards.report import write_report  # noqa: E402
-from dashboards.web.app import _dumps  # noqa: E402
-from monitors.events import MetricEvent  # noqa: E402
+from rlguard.dashboards.history import RunHistory  # noqa: E402
+from rlguard.dashboards.report import write_report  # noqa: E402
+from rlguard.dashboards.web.app import _dumps  # noqa: E402
+from rlguard.monitors.events import MetricEvent  # noqa: E402
 
 NAMES = ["reward", "kl", "perplexity", "response_length", "entropy", "truncated_fraction", "distinct_2",
          "reward_std", "policy_loss", "value_loss", "clipfrac", "grad_norm", "kl_coef", "clip_range", "lr",

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dashboards.exporter import RunExporter  # noqa: E402
-from dashboards.notify import Notifier  # noqa: E402
-from dashboards.prom_catalog import STEP_METRICS  # noqa: E402
-from monitors.alerts import Alert, Severity  # noqa: E402
-from monitors.events import MetricEvent  # noqa: E402
+from rlguard.dashboards.exporter import RunExporter  # noqa: E402
+from rlguard.dashboards.notify import Notifier  # noqa: E402
+from rlguard.dashboards.prom_catalog import STEP_METRICS  # noqa: E402
+from rlguard.monitors.alerts import Alert, Severity  # noqa: E402
+from rlguard.monitors.events import MetricEvent  # noqa: E402
 
 
 def bench_exporter(n: int = 20000) -> None:

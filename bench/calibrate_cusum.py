@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitors.calibration import ESTIMATION_INFLATION, cusum_threshold, pipeline_threshold  # noqa: E402
-from monitors.config import ChangePointConfig, TrackConfig  # noqa: E402
-from monitors.track import MetricTrack  # noqa: E402
+from rlguard.monitors.calibration import ESTIMATION_INFLATION, cusum_threshold, pipeline_threshold  # noqa: E402
+from rlguard.monitors.config import ChangePointConfig, TrackConfig  # noqa: E402
+from rlguard.monitors.track import MetricTrack  # noqa: E402
 
 
 def alarms(values, h, k=1.0, min_z=0.0):

@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO))
 
 
 def measure(model: Path, saves: int) -> dict:
-    from ppo.async_checkpoint import AsyncCheckpointWriter
-    from ppo.config import TrainConfig
-    from ppo.trainer import PPOTrainer
+    from rlguard.ppo.async_checkpoint import AsyncCheckpointWriter
+    from rlguard.ppo.config import TrainConfig
+    from rlguard.ppo.trainer import PPOTrainer
 
     cfg = TrainConfig(model=str(model), reward="sentiment", batch_size=4, minibatch_size=2, max_new_tokens=16,
                       torch_threads=1, eval_every=0, checkpoint_every=0, device="cpu", steps=1000, seed=0,
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--saves", type=int, default=4)
     args = ap.parse_args()
-    from ppo.tiny import build_tiny_lm
+    from rlguard.ppo.tiny import build_tiny_lm
 
     rows = []
     with tempfile.TemporaryDirectory() as d:

@@ -36,7 +36,7 @@ import re
 import sys
 from pathlib import Path
 
-from orchestrator.integrations.metric_names import map_metrics
+from rlguard.orchestrator.integrations.metric_names import map_metrics
 
 # rasbt/reasoning-from-scratch GRPO scripts (ch06/ch07): names checked in
 # ch07/03_rlvr_grpo_scripts_advanced/7_5_plus_kl.py. `reward_avg` is the mean 0/1 correctness

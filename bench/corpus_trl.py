@@ -169,11 +169,11 @@ REWARDS = ("sentiment", "short", "long", "noise")
 
 def _model_dir(kind: str, work: Path) -> Path:
     if kind == "smollm2":
-        from ppo.bundled import bundled_model_dir
+        from rlguard.ppo.bundled import bundled_model_dir
 
         return bundled_model_dir()
     if kind == "tiny":
-        from ppo.tiny import build_tiny_lm
+        from rlguard.ppo.tiny import build_tiny_lm
 
         return build_tiny_lm(work / "tiny-model")
     raise ValueError(f"unknown model {kind!r}: expected smollm2 or tiny")
@@ -188,7 +188,7 @@ def train(preset: Preset, seed: int, run_dir: Path, work: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from orchestrator.integrations.metric_names import has_training_metrics, map_metrics
+    from rlguard.orchestrator.integrations.metric_names import has_training_metrics, map_metrics
 
     Config, Trainer = (GRPOConfig, GRPOTrainer) if preset.trainer == "grpo" else (RLOOConfig, RLOOTrainer)
     model_dir = _model_dir(preset.model, work)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         p.error("--out is required (or --summary)")
     cold = time_cold_conversion() if args.cold else None
-    cmd = [sys.executable, "-m", "orchestrator.cli", "demo", "--no-serve", "--out", args.out, *args.extra]
+    cmd = [sys.executable, "-m", "rlguard.orchestrator.cli", "demo", "--no-serve", "--out", args.out, *args.extra]
     if args.compare:
         cmd.append("--compare")
     t0 = time.monotonic()

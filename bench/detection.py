@@ -44,9 +44,9 @@ from bench.detection_score import StreamResult, compare, load_json, score, write
 from bench.scenarios import FAILURES, HEALTHY, Scenario, generate  # noqa: E402
 from bench.scenarios_real import REAL_FAILURES, REAL_FAMILIES, REAL_HEALTHY, SUBSETS, generate_real  # noqa: E402
 from bench.sparse_logging import RECORD_MODES, subsample, with_records  # noqa: E402
-from monitors.events import event_from_dict  # noqa: E402
-from monitors.reader import EventReader  # noqa: E402
-from monitors.stack import MonitorStack  # noqa: E402
+from rlguard.monitors.events import event_from_dict  # noqa: E402
+from rlguard.monitors.reader import EventReader  # noqa: E402
+from rlguard.monitors.stack import MonitorStack  # noqa: E402
 
 CORE = ("reward", "kl", "perplexity", "response_length")
 REARM = 10  # baselines: repeated alarms on one metric within this many steps are one alarm
@@ -65,7 +65,7 @@ def shifted_collapse_table() -> None:
     fx = REPO / "bench" / "fixtures"
     if not (fx / "hacking_vanilla_collapse.jsonl").is_file():
         return
-    from monitors.events import MetricEvent
+    from rlguard.monitors.events import MetricEvent
 
     healthy = list(EventReader(fx / "hacking_ppo_max.jsonl"))
     collapse = list(EventReader(fx / "hacking_vanilla_collapse.jsonl"))

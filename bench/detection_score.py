@@ -15,7 +15,7 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from monitors.stack import MonitorStack
+from rlguard.monitors.stack import MonitorStack
 
 
 @dataclass

@@ -85,9 +85,9 @@ def main() -> int:
     (out / "train.yaml").write_text(yaml.safe_dump(settings))
     (out / "run.yaml").write_text(yaml.safe_dump({"trainer": settings}))
     py = sys.executable
-    wall_train = run([py, "-m", "orchestrator.cli", "train", str(out / "train.yaml"), "--out", str(out / "unguarded")],
+    wall_train = run([py, "-m", "rlguard.orchestrator.cli", "train", str(out / "train.yaml"), "--out", str(out / "unguarded")],
                      "unguarded")
-    wall_run = run([py, "-m", "orchestrator.cli", "run", str(out / "run.yaml"), "--out", str(out / "guarded")],
+    wall_run = run([py, "-m", "rlguard.orchestrator.cli", "run", str(out / "run.yaml"), "--out", str(out / "guarded")],
                    "guarded")
     unguarded = step_times(out / "unguarded", args.warmup)
     guarded = step_times(out / "guarded", args.warmup)

@@ -42,9 +42,9 @@ def run_name(preset: str, seed: int) -> str:
 def run_one(preset: str, seed: int, args: argparse.Namespace) -> None:
     import torch
 
-    from monitors.events import MetricEvent
-    from ppo.config import load_train_config
-    from ppo.trainer import PPOTrainer
+    from rlguard.monitors.events import MetricEvent
+    from rlguard.ppo.config import load_train_config
+    from rlguard.ppo.trainer import PPOTrainer
 
     overrides = [
         f"preset={preset}", f"model={args.model}", "reward=sentiment", f"steps={args.steps}",

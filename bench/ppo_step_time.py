@@ -29,13 +29,13 @@ def main() -> int:
 
     import torch
 
-    from ppo.config import load_train_config
-    from ppo.trainer import PPOTrainer
+    from rlguard.ppo.config import load_train_config
+    from rlguard.ppo.trainer import PPOTrainer
 
     torch.set_num_threads(args.threads)
     model = args.model
     if model == "tiny":
-        from ppo.tiny import build_tiny_lm
+        from rlguard.ppo.tiny import build_tiny_lm
 
         model = str(build_tiny_lm(Path(tempfile.mkdtemp()) / "tiny"))
     overrides = [f"model={model}", "eval_every=0", f"torch_threads={args.threads}", *args.overrides]

@@ -77,8 +77,8 @@ class OursRunner:
     values, reward), GAE and metrics."""
 
     def __init__(self, model_path: str, args, run_dir: Path, critic: str = "separate"):
-        import ppo.trainer as trainer_mod
-        from ppo.config import load_train_config
+        import rlguard.ppo.trainer as trainer_mod
+        from rlguard.ppo.config import load_train_config
 
         cfg = load_train_config(None, [
             "preset=ppo_max", f"model={model_path}", "reward=sentiment", f"batch_size={args.batch}",
@@ -123,7 +123,7 @@ class TrlRunner:
         from transformers import TrainerCallback
         from trl import GRPOConfig, GRPOTrainer
 
-        from ppo.prompts import load_texts
+        from rlguard.ppo.prompts import load_texts
 
         prompts = load_texts("builtin")
         self.steps_per_generation = args.batch // args.minibatch
@@ -176,8 +176,8 @@ def sampler_vs_generate(model_path: str, args, reps: int = 3) -> dict:
     number of tokens. Isolates generation from everything else in a training iteration."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ppo.prompts import load_texts
-    from ppo.rollout import encode_prompts, sample, step_generator
+    from rlguard.ppo.prompts import load_texts
+    from rlguard.ppo.rollout import encode_prompts, sample, step_generator
 
     tok = AutoTokenizer.from_pretrained(model_path)
     tok.padding_side = "left"  # generation continues each prompt's last token, as the trainer does
@@ -248,11 +248,11 @@ def table(rows: list[dict]) -> str:
 
 def model_path(name: str, root: Path) -> str:
     if name == "tiny":
-        from ppo.tiny import build_tiny_lm
+        from rlguard.ppo.tiny import build_tiny_lm
 
         return str(build_tiny_lm(root / "tiny-lm", layers=4, hidden=128))
     if name == "bundled":
-        from ppo.bundled import bundled_model_dir
+        from rlguard.ppo.bundled import bundled_model_dir
 
         return str(bundled_model_dir())
     return name

@@ -57,7 +57,7 @@ def step_gaps(run_dir: Path) -> tuple[list[float], list[float]]:
 
 
 def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, env=ENV, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", *args], cwd=REPO, env=ENV, timeout=timeout,
                           capture_output=True, text=True)
 
 
@@ -99,7 +99,7 @@ def rollback_latency(tmp: Path, model: Path, mode: str) -> dict:
         "supervisor": {"rollback_mode": mode, "checkpoints": {"confirm_steps": 2, "keep_last": 50, "keep_healthy": 50}},
     }))
     env = dict(ENV, RLGUARD_TEST_NAN_CALL="16")
-    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--out", str(run_dir), "-q"],
+    r = subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "run", str(cfg), "--out", str(run_dir), "-q"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     entries = [json.loads(x) for x in (run_dir / "journal.jsonl").read_text().splitlines() if x.strip()]
@@ -117,7 +117,7 @@ def rollback_latency(tmp: Path, model: Path, mode: str) -> dict:
 def channel(tmp: Path) -> dict:
     """The SDK <-> supervisor cycle alone: the fake worker (no model) reports 300 steps as fast
     as it can; the median gap between events is one report + decision + reply."""
-    from orchestrator.supervisor import Supervisor
+    from rlguard.orchestrator.supervisor import Supervisor
     from tests.orchestrator.harness import fake_config, run_supervisor
 
     cfg = fake_config(tmp, {"steps": 300, "checkpoint_every": 100000})
@@ -130,8 +130,8 @@ def load_and_stall(model: Path, ckpt: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from ppo.config import TrainConfig
-    from ppo.trainer import PPOTrainer
+    from rlguard.ppo.config import TrainConfig
+    from rlguard.ppo.trainer import PPOTrainer
 
     with tempfile.TemporaryDirectory() as d:
         t = PPOTrainer(TrainConfig(**trainer_cfg(model, 30)), d)
@@ -140,7 +140,7 @@ def load_and_stall(model: Path, ckpt: str) -> dict:
             t0 = time.perf_counter()
             t.load_checkpoint(ckpt)
             loads.append(time.perf_counter() - t0)
-        from ppo.async_checkpoint import AsyncCheckpointWriter
+        from rlguard.ppo.async_checkpoint import AsyncCheckpointWriter
 
         writer = AsyncCheckpointWriter()
         steps, saves, async_stalls = [], [], []
@@ -165,7 +165,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
-    from ppo.tiny import build_tiny_lm
+    from rlguard.ppo.tiny import build_tiny_lm
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -24,7 +24,7 @@ SHOWN = ("reward", "kl", "perplexity", "distinct_2", "response_length", "value_l
 def _train(args: list[str], log: Path) -> float:
     t0 = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", *args], stdout=out,
+        proc = subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "train", *args], stdout=out,
                               stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise SystemExit(f"rlguard train {' '.join(args)} exited {proc.returncode}; see {log}")

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import disable_created_metrics
 
-from dashboards.prom_catalog import (
+from rlguard.dashboards.prom_catalog import (
     EXTRA_METRIC_FAMILY,
     OWN_FAMILIES,
     RUN_STATES,
@@ -45,11 +45,11 @@ from dashboards.prom_catalog import (
     STEP_METRICS_BY_NAME,
     label_name,
 )
-from dashboards.prom_server import MetricsServer
-from monitors.alerts import Alert, Severity
-from monitors.coverage import CoverageTracker
-from monitors.events import MetricEvent
-from policies.decision import Action, Decision
+from rlguard.dashboards.prom_server import MetricsServer
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.coverage import CoverageTracker
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Action, Decision
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monitors.alerts import Alert
-from monitors.events import MetricEvent
-from policies.decision import Decision
-
-CONSTRAINT_NAMES = ("kl_coef", "clip_range", "lr")
+from rlguard.monitors.alerts import Alert
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Decision
 
 
 @dataclass
@@ -60,9 +58,6 @@ class Segment:
     rolled_back_from: int | None = None
     reason: str = ""
     started: float = field(default_factory=time.time)
-
-    def is_rolled_back(self, step: int) -> bool:
-        return self.rolled_back_from is not None and step >= self.rolled_back_from
 
 
 class MetricColumn:
@@ -459,7 +454,7 @@ class RunHistory:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, **kwargs) -> RunHistory:
         """Rebuild the history of a finished or running run from its files."""
-        from dashboards.report_run_dir import load_run_dir  # here: report_run_dir imports this module
+        from rlguard.dashboards.report_run_dir import load_run_dir  # here: report_run_dir imports this module
 
         history = cls(**kwargs)
         load_run_dir(history, Path(run_dir))

@@ -33,10 +33,16 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from dashboards.prom_messages import HTTPFailure, Notification, alertmanager_payload, post_json, slack_payload
-from monitors.alerts import Alert
-from monitors.events import MetricEvent
-from policies.decision import Action, Decision
+from rlguard.dashboards.prom_messages import (
+    HTTPFailure,
+    Notification,
+    alertmanager_payload,
+    post_json,
+    slack_payload,
+)
+from rlguard.monitors.alerts import Alert
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Action, Decision
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dashboards import report_html as H
-from dashboards.history import CONSTRAINT_NAMES, RunHistory
-from dashboards.redact import redact_config_text
-from dashboards.report_run_dir import RunFiles, load_run_dir, read_run_files
+from rlguard.dashboards import report_html as H
+from rlguard.dashboards.history import RunHistory
+from rlguard.dashboards.redact import redact_config_text
+from rlguard.dashboards.report_run_dir import RunFiles, load_run_dir, read_run_files
+from rlguard.policies.decision import CONSTRAINT_NAMES
 
 MAIN_METRICS = ("reward", "kl", "perplexity", "response_length")
 MAX_TABLE_ROWS = 500
@@ -179,7 +180,7 @@ def _tables(history: RunHistory) -> str:
 
 
 def render_report(run_dir: Path, files: RunFiles | None = None) -> str:
-    from dashboards import report_plots as P  # matplotlib only when a report is written
+    from rlguard.dashboards import report_plots as P  # matplotlib only when a report is written
 
     files = files or read_run_files(run_dir)
     history = RunHistory()
@@ -245,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if not run_dir.is_dir() or not ((run_dir / "metrics.jsonl").is_file() or (run_dir / "journal.jsonl").is_file()):
-        from dashboards.report_foreign import foreign_run_files
-        from orchestrator.logformats import LogFormatError
+        from rlguard.dashboards.report_foreign import foreign_run_files
+        from rlguard.orchestrator.logformats import LogFormatError
 
         try:
             files = foreign_run_files(run_dir)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dashboards.report_run_dir import RunFiles
+from rlguard.dashboards.report_run_dir import RunFiles
 
 
 def foreign_run_files(path: Path) -> RunFiles:
     """RunFiles for a trainer's log file or directory; LogFormatError when it cannot be read."""
-    from monitors.config import MonitorConfig
-    from monitors.stack import MonitorStack
-    from orchestrator.logformats import detect, load_run
+    from rlguard.monitors.config import MonitorConfig
+    from rlguard.monitors.stack import MonitorStack
+    from rlguard.orchestrator.logformats import detect, load_run
 
     fmt = detect(path).name
     events = load_run(path, fmt)

@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # never a display: reports are written by servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from dashboards.history import RunHistory  # noqa: E402
+from rlguard.dashboards.history import RunHistory  # noqa: E402
 
 COLORS = {"live": "#2563eb", "rolled": "#a3a9b6", "warning": "#f59e0b", "critical": "#dc2626",
           "rollback": "#7c3aed", "halt": "#7f1d1d", "nan": "#be123c", "healthy": "#16a34a",

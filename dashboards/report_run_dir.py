@@ -25,10 +25,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitors.alerts import Alert
-from monitors.events import BadEvent, MetricEvent, parse_event_line
-from policies.decision import Decision
-from ppo.checkpoint_files import CheckpointError, list_checkpoints, read_manifest
+from rlguard.monitors.alerts import Alert
+from rlguard.monitors.events import BadEvent, MetricEvent, parse_event_line
+from rlguard.policies.decision import Decision
+from rlguard.ppo.checkpoint_files import CheckpointError, list_checkpoints, read_manifest
 
 
 @dataclass

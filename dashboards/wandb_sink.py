@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from monitors.alerts import Alert
-from monitors.events import MetricEvent
-from policies.decision import Decision
+from rlguard.monitors.alerts import Alert
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Decision
 
 log = logging.getLogger(__name__)
 

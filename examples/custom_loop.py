@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 import torch  # noqa: E402
 
-from orchestrator.commands import Command, CommandKind  # noqa: E402
-from orchestrator.sdk import WorkerClient, connect  # noqa: E402
-from ppo.checkpoint_files import checkpoint_dir_name, verify_checkpoint, write_checkpoint_dir  # noqa: E402
+from rlguard.orchestrator.commands import Command, CommandKind  # noqa: E402
+from rlguard.orchestrator.sdk import WorkerClient, connect  # noqa: E402
+from rlguard.ppo.checkpoint_files import checkpoint_dir_name, verify_checkpoint, write_checkpoint_dir  # noqa: E402
 
 MAX_LEN = 32
 BATCH = 64

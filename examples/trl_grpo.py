@@ -45,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from orchestrator.integrations import RLGuardCallback
+    from rlguard.orchestrator.integrations import RLGuardCallback
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     run_dir = Path(args.run_dir)
     model_path = args.model
     if args.tiny or not model_path:
-        from ppo.tiny import build_tiny_lm
+        from rlguard.ppo.tiny import build_tiny_lm
 
         model_path = str(build_tiny_lm(run_dir / "tiny-model"))
     tokenizer = AutoTokenizer.from_pretrained(model_path)

@@ -21,12 +21,41 @@ class Severity(StrEnum):
         return 1 if self is Severity.CRITICAL else 0
 
 
+class AlertCode(StrEnum):
+    """Why an alert was raised: stable names that alert rules, policies and dashboards key on."""
+
+    # statistical and rule detectors (monitors/detectors.py)
+    NON_FINITE = "non_finite"
+    BOUND = "bound"
+    SPIKE = "spike"
+    DRIFT = "drift"
+    CHANGE_POINT = "change_point"
+    # collapse patterns (monitors/patterns.py)
+    PATTERN_COLLAPSE = "pattern_collapse"
+    EMPTY_ANSWERS = "empty_answers"
+    GIBBERISH = "gibberish"
+    NEGATIVE_KL = "negative_kl"
+    KL_RUNAWAY = "kl_runaway"
+    EVAL_LONG_TAIL = "eval_long_tail"
+    # failure regimes read off the action space (monitors/regimes.py)
+    RANDOM_TOKENS = "random_tokens"
+    REPETITION = "repetition"
+    MODE_COLLAPSE = "mode_collapse"
+    LENGTH_COLLAPSE = "length_collapse"
+    LENGTH_RUNAWAY = "length_runaway"
+    PINNED_AT_CAP = "pinned_at_cap"
+    REWARD_COLLAPSE = "reward_collapse"
+    KL_EXPLOSION = "kl_explosion"
+    # the run itself
+    STALL = "stall"
+    CHECKPOINT_CORRUPT = "checkpoint_corrupt"
+
+
 @dataclass(frozen=True)
 class Alert:
     """One finding of one detector at one step.
 
-    code: machine-readable reason, e.g. "non_finite", "spike", "change_point",
-        "pattern_collapse", "stall" (stable: alert rules and policies key on it).
+    code: machine-readable reason (AlertCode; stable: alert rules and policies key on it).
     detector: the name of the detector instance that raised it (config key).
     metric: the metric it is about (the leading one for compound detectors).
     step: the step at which it was raised (detection time).
@@ -36,7 +65,7 @@ class Alert:
     message: for people, carrying the numbers ("kl = 0.31 > 0.20 for 3 steps").
     """
 
-    code: str
+    code: AlertCode
     detector: str
     metric: str
     step: int
@@ -44,8 +73,16 @@ class Alert:
     onset_step: int
     message: str
 
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "code", AlertCode(self.code))
+        except ValueError:
+            raise ValueError(f"Alert(code={self.code!r}): not a known alert code; expected one of "
+                             f"{', '.join(c.value for c in AlertCode)}") from None
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["code"] = self.code.value
         d["severity"] = self.severity.value
         return d
 

@@ -13,8 +13,8 @@ import sys
 import yaml
 from pydantic import BaseModel
 
-from monitors.calibration import ESTIMATION_INFLATION, expected_delay, pipeline_threshold
-from monitors.config import MonitorConfig, MonitorConfigError, load_monitor_config
+from rlguard.monitors.calibration import ESTIMATION_INFLATION, expected_delay, pipeline_threshold
+from rlguard.monitors.config import MonitorConfig, MonitorConfigError, load_monitor_config
 
 
 def describe_fields(model: BaseModel, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 
-from monitors.alerts import Alert, Severity
-from monitors.calibration import pipeline_threshold
-from monitors.config import BoundsConfig, ChangePointConfig, DriftConfig, NonFiniteConfig, SpikeConfig
-from monitors.incidents import Incidents
-from monitors.track import SHARE_METRICS, MetricTrack
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.calibration import pipeline_threshold
+from rlguard.monitors.config import BoundsConfig, ChangePointConfig, DriftConfig, NonFiniteConfig, SpikeConfig
+from rlguard.monitors.incidents import Incidents
+from rlguard.monitors.track import SHARE_METRICS, MetricTrack
 
 
 def fmt(x: float) -> str:

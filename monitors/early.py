@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import math
 
-from monitors.alerts import Severity
-from monitors.config import PatternConfig
-from monitors.track import MetricTrack, _median
+from rlguard.monitors.alerts import Severity
+from rlguard.monitors.config import PatternConfig
+from rlguard.monitors.track import MetricTrack, _median
 
 _MAD_TO_SIGMA = 1.4826
 

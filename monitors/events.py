@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 # Steps are integers a float represents exactly (sinks, Prometheus and JSON readers hold them
 # as floats); beyond 2**53 two steps can read as one.
 MAX_STEP = 2**53
+# The training knobs a worker reports as metrics (METRICS.md) and a policy decision may set:
+# the one list of them in the code base (policies.decision re-exports it).
+CONSTRAINT_NAMES = ("kl_coef", "clip_range", "lr")
 SHOW_CHARS = 80  # a value quoted in a reason: a 5 MB string must not become a 5 MB journal line
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

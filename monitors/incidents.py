@@ -12,7 +12,7 @@ rollback can keep the values recorded before the earliest onset as the healthy b
 
 from __future__ import annotations
 
-from monitors.alerts import Severity
+from rlguard.monitors.alerts import Severity
 
 
 class Incidents:
@@ -46,9 +46,6 @@ class Incidents:
             state[1] += 1
             if state[1] >= self.rearm_steps:
                 del self.active[key]
-
-    def is_active(self, key: str) -> bool:
-        return key in self.active
 
     def open(self) -> dict[str, int]:
         """metric -> earliest onset step among this detector's open incidents."""

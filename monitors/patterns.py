@@ -29,16 +29,17 @@ critical by step ~6 and the armed detectors do not alert on it a second time.
 
 from __future__ import annotations
 
-from monitors.alerts import Severity
-from monitors.config import PatternConfig
-from monitors.detectors import Detector, fmt
-from monitors.early import answers_too_short, early_patterns
-from monitors.track import MetricTrack
+from rlguard.monitors.alerts import AlertCode, Severity
+from rlguard.monitors.config import PatternConfig
+from rlguard.monitors.detectors import Detector, fmt
+from rlguard.monitors.early import answers_too_short, early_patterns
+from rlguard.monitors.track import MetricTrack
 
 DIVERSITY = ("perplexity", "entropy", "distinct_2")
 EXPLOSIVE = ("entropy", "ref_perplexity", "perplexity")
 SINGLE_METRIC = ("negative_kl", "kl_runaway")
-CODES = ("pattern_collapse", "empty_answers", "gibberish", "negative_kl", "kl_runaway")
+CODES = (AlertCode.PATTERN_COLLAPSE, AlertCode.EMPTY_ANSWERS, AlertCode.GIBBERISH, AlertCode.NEGATIVE_KL,
+         AlertCode.KL_RUNAWAY)
 
 
 def _ready(tracks: dict[str, MetricTrack], name: str, step: int) -> MetricTrack | None:

@@ -23,7 +23,7 @@ import time as _time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from monitors.events import BadEvent, MetricEvent, event_from_dict, parse_event_line, starts_segment
+from rlguard.monitors.events import BadEvent, MetricEvent, event_from_dict, parse_event_line, starts_segment
 
 _CHUNK = 1 << 16
 MAX_LINE_BYTES = 1 << 20  # an event line is a few hundred bytes; a longer one is garbage, not buffered

@@ -59,16 +59,16 @@ from __future__ import annotations
 
 import math
 
-from monitors.alerts import Severity
-from monitors.config import RegimeConfig
-from monitors.detectors import Detector
-from monitors.early import EarlyView
-from monitors.track import MetricTrack
+from rlguard.monitors.alerts import AlertCode, Severity
+from rlguard.monitors.config import RegimeConfig
+from rlguard.monitors.detectors import Detector
+from rlguard.monitors.early import EarlyView
+from rlguard.monitors.track import MetricTrack
 
 REGIME_METRICS = ("reward", "kl", "kl_seq", "entropy", "perplexity", "response_length", "truncated_fraction",
                   "distinct_2", "frac_reward_zero_std", "grad_norm")
-CODES = ("random_tokens", "repetition", "mode_collapse", "length_collapse", "length_runaway", "pinned_at_cap",
-         "reward_collapse", "kl_explosion")
+CODES = (AlertCode.RANDOM_TOKENS, AlertCode.REPETITION, AlertCode.MODE_COLLAPSE, AlertCode.LENGTH_COLLAPSE,
+         AlertCode.LENGTH_RUNAWAY, AlertCode.PINNED_AT_CAP, AlertCode.REWARD_COLLAPSE, AlertCode.KL_EXPLOSION)
 # Classes that must also hold over `min_span_steps` optimizer steps.
 _SPAN = ("pinned_at_cap", "reward_collapse", "mode_collapse", "length_runaway")
 # The config field giving how many consecutive logged points a class must hold (others: 1).

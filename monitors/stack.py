@@ -18,10 +18,10 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Callable
 
-from monitors.alerts import Alert
-from monitors.calibration import pipeline_threshold
-from monitors.config import MonitorConfig
-from monitors.detectors import (
+from rlguard.monitors.alerts import Alert
+from rlguard.monitors.calibration import pipeline_threshold
+from rlguard.monitors.config import MonitorConfig
+from rlguard.monitors.detectors import (
     BoundsDetector,
     ChangePointDetector,
     Detector,
@@ -29,11 +29,11 @@ from monitors.detectors import (
     NonFiniteDetector,
     SpikeDetector,
 )
-from monitors.events import MetricEvent, starts_segment
-from monitors.patterns import DIVERSITY, EXPLOSIVE, EvalShapeDetector, PatternDetector
-from monitors.regimes import REGIME_METRICS, RegimeDetector
-from monitors.stall import StallDetector
-from monitors.track import MetricTrack
+from rlguard.monitors.events import MetricEvent, starts_segment
+from rlguard.monitors.patterns import DIVERSITY, EXPLOSIVE, EvalShapeDetector, PatternDetector
+from rlguard.monitors.regimes import REGIME_METRICS, RegimeDetector
+from rlguard.monitors.stall import StallDetector
+from rlguard.monitors.track import MetricTrack
 
 STATE_VERSION = 2
 PLACEHOLDER_ZERO = frozenset({"entropy", "perplexity", "ref_perplexity", "eval_perplexity"})

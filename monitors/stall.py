@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from monitors.alerts import Alert, Severity
-from monitors.config import StallConfig
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.config import StallConfig
 
 
 class StallDetector:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from monitors.config import TrackConfig
+from rlguard.monitors.config import TrackConfig
 
 _MAD_TO_SIGMA = 1.4826
 _MIN_BASELINE_VALUES = 8

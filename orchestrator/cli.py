@@ -11,21 +11,21 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
-    "train": ("ppo.cli:train_main", "run PPO-max training without a supervisor"),
-    "reward": ("ppo.reward_training:main", "`rlguard reward train PREFS.jsonl`: train a reward model"),
-    "monitors": ("monitors.cli:main", "`rlguard monitors --print-config`: the detector settings"),
-    "replay": ("orchestrator.replay_cli:main", "feed a recorded run (metrics.jsonl or a trainer's own logs) through monitors and policies"),
-    "run": ("orchestrator.run_cli:run_main", "start (or --resume) a supervised run"),
-    "status": ("orchestrator.control_cli:status_main", "state, step, alerts, checkpoints of a run"),
-    "pause": ("orchestrator.control_cli:pause_main", "pause a run at the next step boundary"),
-    "resume": ("orchestrator.control_cli:resume_main", "resume a paused run"),
-    "rollback": ("orchestrator.control_cli:rollback_main", "roll a run back: --to STEP"),
-    "relax": ("orchestrator.control_cli:relax_main", "relax constraints toward the original values"),
-    "halt": ("orchestrator.control_cli:halt_main", "stop a run for good"),
-    "approve": ("orchestrator.control_cli:approve_main", "approve or deny a pending decision"),
-    "watch": ("orchestrator.watch:main", "supervise a run rlguard did not start, by its metrics file"),
-    "report": ("dashboards.report:main", "write report.html for a run directory"),
-    "demo": ("orchestrator.demo:main", "a guarded PPO run on SmolLM2-135M that collapses and recovers"),
+    "train": ("rlguard.ppo.cli:train_main", "run PPO-max training without a supervisor"),
+    "reward": ("rlguard.ppo.reward_training:main", "`rlguard reward train PREFS.jsonl`: train a reward model"),
+    "monitors": ("rlguard.monitors.cli:main", "`rlguard monitors --print-config`: the detector settings"),
+    "replay": ("rlguard.orchestrator.replay_cli:main", "feed a recorded run (metrics.jsonl or a trainer's own logs) through monitors and policies"),
+    "run": ("rlguard.orchestrator.run_cli:run_main", "start (or --resume) a supervised run"),
+    "status": ("rlguard.orchestrator.control_cli:status_main", "state, step, alerts, checkpoints of a run"),
+    "pause": ("rlguard.orchestrator.control_cli:pause_main", "pause a run at the next step boundary"),
+    "resume": ("rlguard.orchestrator.control_cli:resume_main", "resume a paused run"),
+    "rollback": ("rlguard.orchestrator.control_cli:rollback_main", "roll a run back: --to STEP"),
+    "relax": ("rlguard.orchestrator.control_cli:relax_main", "relax constraints toward the original values"),
+    "halt": ("rlguard.orchestrator.control_cli:halt_main", "stop a run for good"),
+    "approve": ("rlguard.orchestrator.control_cli:approve_main", "approve or deny a pending decision"),
+    "watch": ("rlguard.orchestrator.watch:main", "supervise a run rlguard did not start, by its metrics file"),
+    "report": ("rlguard.dashboards.report:main", "write report.html for a run directory"),
+    "demo": ("rlguard.orchestrator.demo.run:main", "a guarded PPO run on SmolLM2-135M that collapses and recovers"),
 }
 
 

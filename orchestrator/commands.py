@@ -38,8 +38,6 @@ class CommandKind(StrEnum):
     EVALUATE = "evaluate"
 
 
-CONSTRAINT_NAMES = ("kl_coef", "clip_range", "lr")
-
 _ids = itertools.count(1)
 _ids_lock = threading.Lock()
 
@@ -72,10 +70,6 @@ class Command:
             # to the decision it finishes, though it never saw the command itself.
             n = _next_id()
             object.__setattr__(self, "id", f"{self.decision_id}:{n}" if self.decision_id else n)
-
-    @property
-    def for_decision(self) -> str:
-        return self.id.rsplit(":", 1)[0] if ":" in self.id else ""
 
     def to_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind.value, "params": dict(self.params), "decision_id": self.decision_id}

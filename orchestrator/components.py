@@ -6,12 +6,12 @@ message and exit 2 before anything starts.
 
 from __future__ import annotations
 
-from orchestrator.spec import ConfigError, RunConfig
+from rlguard.orchestrator.spec import ConfigError, RunConfig
 
 
 def build_monitors(section: dict):
-    from monitors.config import MonitorConfigError, monitor_config_from_dict
-    from monitors.stack import MonitorStack
+    from rlguard.monitors.config import MonitorConfigError, monitor_config_from_dict
+    from rlguard.monitors.stack import MonitorStack
 
     try:
         return MonitorStack(monitor_config_from_dict(section, "monitors"))
@@ -20,8 +20,8 @@ def build_monitors(section: dict):
 
 
 def build_engine(section: dict):
-    from policies.config import PolicyConfigError, policy_config_from_dict
-    from policies.engine import PolicyEngine
+    from rlguard.policies.config import PolicyConfigError, policy_config_from_dict
+    from rlguard.policies.engine import PolicyEngine
 
     try:
         return PolicyEngine(policy_config_from_dict(section, "policies"))
@@ -34,13 +34,13 @@ def validate_trainer_section(config: RunConfig) -> None:
     if config.supervisor.command is not None:
         return  # a custom command owns its own configuration
     try:
-        from ppo.config import ConfigError as TrainConfigError
-        from ppo.config import TrainConfig
+        from rlguard.ppo.config import ConfigError as TrainConfigError
+        from rlguard.ppo.config import TrainConfig
     except ImportError:
         return
     from pydantic import ValidationError
 
-    from orchestrator.spec import format_validation_error
+    from rlguard.orchestrator.spec import format_validation_error
 
     try:
         TrainConfig.model_validate(config.trainer)

@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from orchestrator.http_guard import HostGuard
+from rlguard.orchestrator.http_guard import HostGuard
 
 log = logging.getLogger("rlguard.control_api")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.http_guard import token_destination_problem
-from orchestrator.run_files import CONFIG_FILE, read_supervisor_info, read_token
+from rlguard.orchestrator.http_guard import token_destination_problem
+from rlguard.orchestrator.run_files import CONFIG_FILE, read_supervisor_info, read_token
 
 
 class ControlError(Exception):
@@ -68,7 +68,7 @@ def call(run_dir: Path, method: str, path: str, body: dict | None = None, timeou
 
 
 def _offline_status(run_dir: Path) -> dict:
-    from orchestrator.journal import read_journal
+    from rlguard.orchestrator.journal import read_journal
 
     entries = read_journal(run_dir / "journal.jsonl").entries
     state = next((e for e in reversed(entries) if e.get("kind") == "state"), {})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from monitors.coverage import CoverageTracker
+from rlguard.monitors.coverage import CoverageTracker
 
 
 class CoverageLog:

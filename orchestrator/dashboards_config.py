@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dashboards.notify import NotifyConfig
+from rlguard.dashboards.notify import NotifyConfig
 
 
 class WandbSection(BaseModel):
@@ -39,7 +39,7 @@ class WandbSection(BaseModel):
                                    "for queued W&B calls; then leave them behind.")
 
     def sink_config(self):
-        from dashboards.wandb_sink import WandbSinkConfig
+        from rlguard.dashboards.wandb_sink import WandbSinkConfig
 
         return WandbSinkConfig(project=self.project, entity=self.entity, mode=self.mode, name=self.name,
                                tags=list(self.tags), close_timeout_s=self.close_timeout_s)

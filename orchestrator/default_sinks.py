@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from orchestrator.dashboards_config import DashboardsConfig, config_hash
+from rlguard.orchestrator.dashboards_config import DashboardsConfig, config_hash
 
 log = logging.getLogger("rlguard.default_sinks")
 
@@ -34,7 +34,7 @@ def default_sinks_and_routes(run_dir: Path, config, *, resume: bool = False) -> 
     exporter = None
     if dash.exporter.enabled:
         try:
-            from dashboards.exporter import RunExporter
+            from rlguard.dashboards.exporter import RunExporter
 
             info = {"preset": str(config.trainer.get("preset", "")), "model": str(config.trainer.get("model", "")),
                     "config_hash": config_hash(dump)}
@@ -48,8 +48,8 @@ def default_sinks_and_routes(run_dir: Path, config, *, resume: bool = False) -> 
             log.exception("Prometheus exporter not available for this run")
     if dash.live_dashboard:
         try:
-            from dashboards.history import RunHistory
-            from dashboards.web.app import dashboard_routes
+            from rlguard.dashboards.history import RunHistory
+            from rlguard.dashboards.web.app import dashboard_routes
 
             journal = Path(run_dir) / "journal.jsonl"
             history = RunHistory.from_run_dir(run_dir) if resume and journal.exists() else RunHistory()
@@ -61,7 +61,7 @@ def default_sinks_and_routes(run_dir: Path, config, *, resume: bool = False) -> 
             log.exception("live dashboard not available for this run")
     if dash.notify.resolved_webhook_url or dash.notify.alertmanager_url:
         try:
-            from dashboards.notify import Notifier
+            from rlguard.dashboards.notify import Notifier
 
             on_failure = exporter.notification_failed if exporter is not None else None
             sinks.append(Notifier(run_id, dash.notify, on_failure=on_failure))
@@ -69,7 +69,7 @@ def default_sinks_and_routes(run_dir: Path, config, *, resume: bool = False) -> 
             log.exception("notifications not available for this run")
     if dash.wandb.enabled:
         try:
-            from dashboards.wandb_sink import WandbSink
+            from rlguard.dashboards.wandb_sink import WandbSink
 
             # WandbSink starts W&B lazily on its own thread: nothing here waits for it.
             sinks.append(WandbSink(run_dir, dash.wandb.sink_config(), run_config=dump))

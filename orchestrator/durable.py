@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 
-from orchestrator.journal import JournalError
+from rlguard.orchestrator.journal import JournalError
 
 log = logging.getLogger("rlguard.durable")
 
@@ -92,7 +92,7 @@ class SafeRegistry:
         # If verification succeeded but saving the result failed, fall back to the newest
         # healthy entry held in memory (the worker verifies the checksums again before loading).
         def in_memory():
-            from policies.view import Health
+            from rlguard.policies.view import Health
 
             ok = [e for e in self._registry.entries() if e.health is Health.HEALTHY and e.step < before_step]
             return ok[-1] if ok else None
@@ -101,6 +101,6 @@ class SafeRegistry:
 
 
 def _no_change():
-    from orchestrator.registry import RegistryChange
+    from rlguard.orchestrator.registry import RegistryChange
 
     return RegistryChange()

@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitors.alerts import Alert
-from policies.decision import Decision
-from ppo.checkpoint_files import fsync_path
+from rlguard.monitors.alerts import Alert
+from rlguard.policies.decision import Decision
+from rlguard.ppo.checkpoint_files import fsync_path
 
 OUTCOME_PHASES = ("done", "failed", "skipped", "denied")
 KINDS = ("decision", "alert", "checkpoint", "restart", "state", "operator", "note")

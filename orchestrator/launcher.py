@@ -22,7 +22,7 @@ log = logging.getLogger("rlguard.launcher")
 
 
 def builtin_worker_argv() -> list[str]:
-    return ["{python}", "-m", "orchestrator.ppo_worker", "--config", "{config}", "--run-dir", "{run_dir}",
+    return ["{python}", "-m", "rlguard.orchestrator.ppo_worker", "--config", "{config}", "--run-dir", "{run_dir}",
             "{resume}", "{overrides}"]
 
 

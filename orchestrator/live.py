@@ -10,11 +10,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from monitors.alerts import Alert
-from orchestrator.commands import Command
-from orchestrator.launcher import WorkerProcess
-from orchestrator.state import RunState
-from policies.decision import Decision
+from rlguard.monitors.alerts import Alert
+from rlguard.orchestrator.commands import Command
+from rlguard.orchestrator.launcher import WorkerProcess
+from rlguard.orchestrator.state import RunState
+from rlguard.policies.decision import Decision
 
 
 @dataclass

@@ -38,11 +38,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from monitors.events import MetricEvent
-from orchestrator.integrations.metric_names import map_metrics
-from orchestrator.logformats.openrlhf import Parser as OpenRLHFParser
-from orchestrator.trainer_launch import TrainerLauncher, format_number, write_pointer
-from orchestrator.trainer_launch import file_stamp as _stamp
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.integrations.metric_names import map_metrics
+from rlguard.orchestrator.logformats.openrlhf import Parser as OpenRLHFParser
+from rlguard.orchestrator.trainer_launch import TrainerLauncher, format_number, write_pointer
+from rlguard.orchestrator.trainer_launch import file_stamp as _stamp
 
 KL = "--algo.kl.init_coef"
 CLIP = "--actor.eps_clip"

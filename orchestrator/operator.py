@@ -15,16 +15,12 @@ Errors: 400 (bad body), 404 (unknown decision/checkpoint), 409 (not possible in 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from orchestrator.acting import answer_approval, execute
-from orchestrator.commands import Command, CommandKind
-from orchestrator.state import RunState
-from policies.decision import Action, Decision
-from policies.view import Health
-
-if TYPE_CHECKING:
-    from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.acting import DecisionSource, answer_approval, carry_out
+from rlguard.orchestrator.commands import Command, CommandKind
+from rlguard.orchestrator.run_context import RunContext
+from rlguard.orchestrator.state import RunState
+from rlguard.policies.decision import Action, Decision
+from rlguard.policies.view import Health
 
 ACTIVE = (RunState.STARTING, RunState.RUNNING, RunState.PAUSED, RunState.ROLLING_BACK, RunState.RESTARTING)
 
@@ -58,8 +54,8 @@ def validated_args(action: str, body: dict) -> tuple[dict | None, str]:
     return {}, ""
 
 
-def handle_operator(sup: Supervisor, action: str, body: dict) -> tuple[int, dict]:
-    live = sup.live
+def handle_operator(ctx: RunContext, action: str, body: dict) -> tuple[int, dict]:
+    live = ctx.live
     if action not in ACTIONS:
         return 404, {"error": f"unknown action {action[:40]!r}"}
     if live.state not in ACTIVE:
@@ -68,18 +64,18 @@ def handle_operator(sup: Supervisor, action: str, body: dict) -> tuple[int, dict
     if args is None:
         return 400, {"error": error}
     source = str(body.get("source", "api"))[:TEXT_CHARS]
-    sup.journal.operator(action, args, source=source)  # journaled once valid, before anything is done
+    ctx.recorder.operator(action, args, source=source)  # journaled once valid, before anything is done
     step = live.step or 0
     if action == "pause":
-        if not getattr(sup.launcher, "accepts_commands", True):
-            return 409, {"error": f"a {sup.sc.launcher} trainer cannot be paused while it runs (it takes no "
+        if not ctx.accepts_commands:
+            return 409, {"error": f"a {ctx.sc.launcher} trainer cannot be paused while it runs (it takes no "
                          "commands): halt it, or roll it back to a step"}
         if live.operator_paused:
             return 409, {"error": "already paused"}
         live.operator_paused = True
         if live.approval is None:
-            sup.send(Command(CommandKind.PAUSE, {"reason": "operator"}))
-        sup.set_state(RunState.PAUSED, "paused by an operator")
+            ctx.send(Command(CommandKind.PAUSE, {"reason": "operator"}))
+        ctx.set_state(RunState.PAUSED, "paused by an operator")
         return 202, {"ok": True, "state": "paused", "note": "takes effect at the worker's next step boundary"}
     if action == "resume":
         if not live.operator_paused:
@@ -87,59 +83,47 @@ def handle_operator(sup: Supervisor, action: str, body: dict) -> tuple[int, dict
                                                                  if live.approval else "")}
         live.operator_paused = False
         if live.approval is None:
-            sup.send(Command(CommandKind.RESUME, {}))
-            sup.set_state(RunState.RUNNING, "resumed by an operator")
+            ctx.send(Command(CommandKind.RESUME, {}))
+            ctx.set_state(RunState.RUNNING, "resumed by an operator")
         return 200, {"ok": True, "state": live.state.value}
     if action == "approve":
         did, approve = args["decision_id"], args["approve"]
-        if not answer_approval(sup, did, approve, by=str(body.get("source", "operator"))[:TEXT_CHARS]):
+        if not answer_approval(ctx, did, approve, by=str(body.get("source", "operator"))[:TEXT_CHARS]):
             pending = live.approval.decision_id if live.approval else None
             return 404, {"error": f"no pending approval {did!r}", "pending": pending}
         return 200, {"ok": True, "decision_id": did, "approved": approve}
     if action == "rollback":
         to_step, skip = args["to_step"], args["skip_batches"]
-        entry = sup.registry.get(to_step)
-        known = [e.step for e in sup.registry.entries() if e.health is not Health.CORRUPT]
+        entry = ctx.registry.get(to_step)
+        known = [e.step for e in ctx.registry.entries() if e.health is not Health.CORRUPT]
         if entry is None or entry.health is Health.CORRUPT:
             return 404, {"error": f"no usable checkpoint at step {to_step}", "known_steps": known}
         d = Decision(Action.ROLLBACK, step, f"operator rollback to step {to_step}", target_step=to_step,
                      skip_batches=skip)
-        return _operator_decision(sup, d)
+        return _operator_decision(ctx, d)
     if action == "relax":
         d = Decision(Action.RELAX, step, "operator relax to the initial constraints",
                      params=dict(live.initial_constraints))
-        return _operator_decision(sup, d)
+        return _operator_decision(ctx, d)
     if action == "halt":
         d = Decision(Action.HALT, step, f"operator halt: {args.get('reason') or 'no reason given'}")
-        return _operator_decision(sup, d)
+        return _operator_decision(ctx, d)
     return 404, {"error": f"unknown action {action!r}"}  # ACTIONS lists one this function does not handle
 
 
-def _operator_decision(sup: Supervisor, d: Decision) -> tuple[int, dict]:
-    did = sup.journal.decided(d, constraints=sup.live.constraints,
-                              target={"step": d.target_step} if d.target_step is not None else None,
-                              source="operator")
-    sup.operator_decisions.add(did)
-    sup.sinks.on_decision(d, "decided", "", decision_id=did, reason=d.reason)
-    if d.action is Action.ROLLBACK:
-        # Rollback to a chosen checkpoint: the registry verifies it; operators may pick a
-        # suspect one on purpose, so bypass the healthy-only search and verify directly.
-        from orchestrator.acting import rollback_to_entry
-
-        rollback_to_entry(sup, d, did)
-    else:
-        execute(sup, d, did)
-    return 202, {"ok": True, "decision_id": did, "state": sup.live.state.value}
+def _operator_decision(ctx: RunContext, d: Decision) -> tuple[int, dict]:
+    did = carry_out(ctx, d, source=DecisionSource.OPERATOR)
+    return 202, {"ok": True, "decision_id": did, "state": ctx.live.state.value}
 
 
-def build_status(sup: Supervisor) -> dict:
-    live = sup.live
+def build_status(ctx: RunContext) -> dict:
+    live = ctx.live
     checkpoints = [{"step": e.step, "health": e.health.value, "pinned": e.pinned, "note": e.note,
-                    "path": str(sup.registry.path_of(e))} for e in sup.registry.entries()]
+                    "path": str(ctx.registry.path_of(e))} for e in ctx.registry.entries()]
     approval = None
     if live.approval is not None:
         approval = {"decision_id": live.approval.decision_id, "decision": live.approval.decision.to_dict(),
-                    "seconds_left": max(0.0, live.approval.deadline - sup.clock())}
+                    "seconds_left": max(0.0, live.approval.deadline - ctx.clock())}
     w = live.worker
     return {
         "state": live.state.value,
@@ -155,7 +139,7 @@ def build_status(sup: Supervisor) -> dict:
         "checkpoints": checkpoints,
         "approval": approval,
         "worker": {"pid": w.pid, "attempt": w.attempt} if w is not None else None,
-        "run_dir": str(sup.files.run_dir),
-        "sink_errors": sup.sinks.error_total,
-        "coverage": sup.coverage.current,
+        "run_dir": str(ctx.files.run_dir),
+        "sink_errors": ctx.sinks.error_total,
+        "coverage": ctx.coverage.current,
     }

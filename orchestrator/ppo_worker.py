@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.commands import CONSTRAINT_NAMES, Command, CommandKind
-from orchestrator.sdk import WorkerClient, connect
+from rlguard.orchestrator.commands import Command, CommandKind
+from rlguard.orchestrator.sdk import WorkerClient, connect
+from rlguard.policies.decision import CONSTRAINT_NAMES
 
 RUN_SECTIONS = {"trainer", "monitors", "policies", "supervisor"}
 
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_worker_config(path: str | None, overrides: list[str]):
     """The TrainConfig from a run config's trainer section (or a plain trainer file) + overrides."""
-    from ppo.config import load_train_config
+    from rlguard.ppo.config import load_train_config
 
     section: dict = {}
     if path:
@@ -51,7 +52,7 @@ def load_worker_config(path: str | None, overrides: list[str]):
 
 def apply_command(trainer, client: WorkerClient, cmd: Command, flags: dict, saver=None) -> None:
     """Apply one command at a step boundary; failures are acknowledged, never raised."""
-    from ppo.checkpoint_files import CheckpointError
+    from rlguard.ppo.checkpoint_files import CheckpointError
 
     try:
         if cmd.kind is CommandKind.SET_CONSTRAINTS:
@@ -90,7 +91,7 @@ class CheckpointSaver:
     training goes on."""
 
     def __init__(self, trainer, client: WorkerClient, use_async: bool):
-        from ppo.async_checkpoint import AsyncCheckpointWriter
+        from rlguard.ppo.async_checkpoint import AsyncCheckpointWriter
 
         self.trainer, self.client = trainer, client
         self.writer = AsyncCheckpointWriter(on_done=self._announce, on_error=self._failed) if use_async else None
@@ -125,7 +126,7 @@ class CheckpointSaver:
 
 def train(trainer, client: WorkerClient, run_dir: Path) -> str:
     """The training loop with the SDK; returns how it ended ("completed" or "stopped")."""
-    from ppo.checkpoint_files import checkpoint_dir_name
+    from rlguard.ppo.checkpoint_files import checkpoint_dir_name
 
     cfg = trainer.cfg
     ckpt_root = run_dir / "checkpoints"
@@ -176,8 +177,8 @@ class _NullFile:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from ppo.checkpoint_files import CheckpointError
-    from ppo.config import ConfigError
+    from rlguard.ppo.checkpoint_files import CheckpointError
+    from rlguard.ppo.config import ConfigError
 
     run_dir = Path(args.run_dir)
     try:
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, yaml.YAMLError) as e:
         print(f"ppo_worker: {e}", file=sys.stderr)
         return 2
-    from ppo.distributed import init_from_env
-    from ppo.trainer import PPOTrainer
+    from rlguard.ppo.distributed import init_from_env
+    from rlguard.ppo.trainer import PPOTrainer
 
     init_from_env(cfg.device)  # under torchrun: join the process group before building anything
     client = connect(run_dir)

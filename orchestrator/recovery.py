@@ -17,21 +17,21 @@ What comes back from where:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from monitors.events import BadEvent, parse_event_line
-from orchestrator.commands import CONSTRAINT_NAMES
-from orchestrator.state import RunState
-from policies.decision import Action, Decision
-
-if TYPE_CHECKING:
-    from orchestrator.supervisor import Supervisor
+from rlguard.monitors.events import BadEvent, MetricEvent, parse_event_line
+from rlguard.orchestrator.restarts import restart
+from rlguard.orchestrator.run_context import RunContext
+from rlguard.orchestrator.state import RunState
+from rlguard.policies.decision import Action, Decision, Phase
 
 FINAL_STATES = {"completed": RunState.COMPLETED, "halted": RunState.HALTED, "failed": RunState.FAILED}
 
 
-def recover(sup: Supervisor) -> None:
-    live, journal = sup.live, sup.journal
+def recover(ctx: RunContext, observe: Callable[[MetricEvent], None]) -> None:
+    """Rebuild `ctx` from the run directory; events the dead supervisor never saw go to
+    `observe` (the loop's full observe -> act path) once the worker is reattached."""
+    live, journal = ctx.live, ctx.journal
     entries = journal.recovered.entries
     if journal.recovered.bad_lines:
         journal.note(f"journal had {len(journal.recovered.bad_lines)} unreadable line(s) (torn tail: "
@@ -42,29 +42,29 @@ def recover(sup: Supervisor) -> None:
         live.reason = f"already {last_state['state']}: {last_state.get('reason', '')}"
         return
 
-    sup.engine.replay_journal(journal.decision_history())
-    events = _read_metrics(sup)
+    ctx.engine.replay_journal(journal.decision_history())
+    events = _read_metrics(ctx)
     for e in journal.pending_decisions():
         d = Decision.from_dict(e["decision"])
         if e.get("source", "policy") != "policy":
-            sup.operator_decisions.add(e["decision_id"])
+            ctx.operator_decisions.add(e["decision_id"])
         done = _carried_out_meanwhile(d, e, events)
         if done:
-            sup.outcome(d, e["decision_id"], "done", done)
+            ctx.outcome(d, e["decision_id"], Phase.DONE, done)
         elif d.action in (Action.ROLLBACK, Action.TIGHTEN, Action.RELAX):
             # The command may be in the worker's hands: its ack (named after the decision) decides.
-            sup.orphan_decisions[e["decision_id"]] = (d, sup.clock() + sup.sc.command_timeout_s)
+            ctx.orphan_decisions[e["decision_id"]] = (d, ctx.clock() + ctx.sc.command_timeout_s)
         else:
-            sup.outcome(d, e["decision_id"], "skipped",
+            ctx.outcome(d, e["decision_id"], "skipped",
                         "abandoned: the supervisor stopped before finishing it (a persisting problem is raised again)")
 
     launches = [e for e in entries if e.get("kind") == "note" and e.get("event") == "launch"]
     restarts = sum(1 for e in launches if e.get("reason") == "restart")
-    live.restarts_left = max(0, sup.sc.max_restarts - restarts)
+    live.restarts_left = max(0, ctx.sc.max_restarts - restarts)
     live.attempts_started = len(launches)
     live.rollbacks = sum(1 for d, phase in journal.decision_history(("policy", "operator")) if d.action is Action.ROLLBACK and phase == "done")
-    live.initial_constraints = sup._initial_constraints()
-    live.constraints = sup._starting_constraints()
+    live.initial_constraints = ctx.initial_constraints()
+    live.constraints = ctx.starting_constraints()
     if launches:
         live.constraints.update(launches[-1].get("constraints") or {})
     max_attempt = max((int(e.get("attempt") or 0) for e in launches), default=0)
@@ -77,20 +77,18 @@ def recover(sup: Supervisor) -> None:
     cutoff = max((float(e.get("time") or 0) for e in entries), default=0.0)
     seen = [ev for ev in events if (ev.time or 0) <= cutoff]
     unseen = [ev for ev in events if (ev.time or 0) > cutoff]
-    _replay_metrics(sup, seen)
+    _replay_metrics(ctx, seen)
     # Rollback targets the dead supervisor held: keep those of rollbacks still awaiting an ack.
-    from orchestrator.acting import release_rollback_target
-
-    awaited = {d.target_step for d, _ in sup.orphan_decisions.values() if d.action is Action.ROLLBACK}
-    for step in sorted(set(sup.registry.held) - awaited):
-        release_rollback_target(sup, step)
-    _reattach(sup)
+    awaited = {d.target_step for d, _ in ctx.orphan_decisions.values() if d.action is Action.ROLLBACK}
+    for step in sorted(set(ctx.registry.held) - awaited):
+        ctx.release_rollback_target(step)
+    _reattach(ctx)
     for ev in unseen:
-        sup._observe(ev)
+        observe(ev)
 
 
-def _read_metrics(sup: Supervisor) -> list:
-    path = sup.files.run_dir / "metrics.jsonl"
+def _read_metrics(ctx: RunContext) -> list:
+    path = ctx.files.run_dir / "metrics.jsonl"
     out = []
     if path.exists():
         with open(path, "rb") as f:
@@ -123,70 +121,65 @@ def _carried_out_meanwhile(d: Decision, decided: dict, events: list) -> str:
     return ""
 
 
-def _replay_metrics(sup: Supervisor, events: list) -> None:
+def _replay_metrics(ctx: RunContext, events: list) -> None:
     """Warm the detectors on events the previous supervisor already handled, silently."""
-    live = sup.live
+    live = ctx.live
     # A trainer launcher's knobs are the ones it put on the command line (journaled with each
     # launch), not what the trainer logs (a scheduled lr, an adaptive KL beta).
-    adopt = () if getattr(sup.launcher, "knobs_from_command_line", False) else CONSTRAINT_NAMES
     for event in events:
         attempt = event.attempt or 0
         live.last_seen[attempt] = max(event.step, live.last_seen.get(attempt, -1))
         live.attempt = max(live.attempt, attempt)
         live.step = event.step
-        for name in adopt:
-            if event.metrics.get(name) is not None:
-                live.constraints[name] = float(event.metrics[name])
-        sup.monitors.update(event)
+        ctx.adopt_constraints(event.metrics, in_force=True)
+        ctx.monitors.update(event)
 
 
-def _reattach(sup: Supervisor) -> None:
-    live = sup.live
-    info = (sup.previous_info or {}).get("worker") or {}
+def _reattach(ctx: RunContext) -> None:
+    live = ctx.live
+    info = (ctx.previous_info or {}).get("worker") or {}
     # a trainer launcher's reattach adds its log feeder
-    worker = sup.launcher.reattach(info, clock=sup.clock, run_dir=sup.files.run_dir) if info else None
+    worker = ctx.launcher.reattach(info, clock=ctx.clock, run_dir=ctx.files.run_dir) if info else None
     if worker is not None:
         live.worker = worker
         live.launch_attempt = worker.attempt
         live.attempt = max(live.attempt, worker.attempt)
-        live.note_heartbeat(sup.clock(), 0.0, False)  # grace: a full heartbeat timeout to hear from it
-        sup.files.write_supervisor_info(sup.url, sup.port, worker=worker.to_dict())
-        sup.set_state(RunState.RUNNING, f"reattached to worker pid {worker.pid} (attempt {worker.attempt})")
+        live.note_heartbeat(ctx.clock(), 0.0, False)  # grace: a full heartbeat timeout to hear from it
+        ctx.files.write_supervisor_info(ctx.url, ctx.port, worker=worker.to_dict())
+        ctx.set_state(RunState.RUNNING, f"reattached to worker pid {worker.pid} (attempt {worker.attempt})")
         return
     status = {}
     try:
-        status = json.loads((sup.files.run_dir / "worker-status.json").read_text())
+        status = json.loads((ctx.files.run_dir / "worker-status.json").read_text())
     except (OSError, ValueError):
         pass
     if status.get("status") == "completed" and int(status.get("attempt", -1)) >= live.launch_attempt:
-        sup.set_state(RunState.COMPLETED, f"the worker completed at step {status.get('step')} while no "
+        ctx.set_state(RunState.COMPLETED, f"the worker completed at step {status.get('step')} while no "
                       "supervisor was running")
         return
-    sup.set_state(RunState.UNKNOWN, "the worker is gone and did not record completing: restarting it")
-    sup.restart("worker gone while the supervisor was down")
+    ctx.set_state(RunState.UNKNOWN, "the worker is gone and did not record completing: restarting it")
+    restart(ctx, "worker gone while the supervisor was down")
 
 
-def on_orphan_ack(sup: Supervisor, ack) -> None:
+def on_orphan_ack(ctx: RunContext, ack) -> None:
     """An ack for a command a previous supervisor sent: finish the decision it carried out."""
     did = ack.command_id.rsplit(":", 1)[0] if ":" in ack.command_id else ""
-    orphan = sup.orphan_decisions.pop(did, None)
+    orphan = ctx.orphan_decisions.pop(did, None)
     if orphan is None:
         return
     d, _ = orphan
     try:
-        _finish_orphan(sup, d, did, ack)
+        _finish_orphan(ctx, d, did, ack)
     finally:
         if d.action is Action.ROLLBACK and d.target_step is not None:
-            from orchestrator.acting import release_rollback_target
-
-            release_rollback_target(sup, d.target_step)  # held by the previous supervisor until this rollback ended
+            ctx.release_rollback_target(d.target_step)  # held by the previous supervisor until this rollback ended
 
 
-def _finish_orphan(sup: Supervisor, d: Decision, did: str, ack) -> None:
+def _finish_orphan(ctx: RunContext, d: Decision, did: str, ack) -> None:
     if not ack.ok:
-        sup.outcome(d, did, "failed", f"the worker could not apply it (after a supervisor restart): {ack.detail}")
+        ctx.outcome(d, did, Phase.FAILED, f"the worker could not apply it (after a supervisor restart): {ack.detail}")
         return
     if d.action is Action.ROLLBACK and d.target_step is not None:
-        sup.live.rollbacks += 1
-        sup.apply_registry_change(sup.registry.note_rollback(d.target_step))
-    sup.outcome(d, did, "done", f"acknowledged by the worker after a supervisor restart: {ack.detail}")
+        ctx.live.rollbacks += 1
+        ctx.apply_registry_change(ctx.registry.note_rollback(d.target_step))
+    ctx.outcome(d, did, Phase.DONE, f"acknowledged by the worker after a supervisor restart: {ack.detail}")

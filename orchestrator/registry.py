@@ -46,9 +46,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitors.alerts import Alert, Severity
-from policies.view import DEFAULT_CONFIRM_STEPS, CheckpointView, Health, next_health
-from ppo.checkpoint_files import (
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.policies.view import DEFAULT_CONFIRM_STEPS, CheckpointView, Health, next_health
+from rlguard.ppo.checkpoint_files import (
     CheckpointError,
     checkpoint_dir_name,
     fsync_path,

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import yaml
 
-from monitors.alerts import Alert
-from monitors.config import MonitorConfig, MonitorConfigError, monitor_config_from_dict
-from monitors.stack import MonitorStack
-from orchestrator.logformats import LogFormatError, format_names, open_source
+from rlguard.monitors.alerts import Alert
+from rlguard.monitors.config import MonitorConfig, MonitorConfigError, monitor_config_from_dict
+from rlguard.monitors.stack import MonitorStack
+from rlguard.orchestrator.logformats import LogFormatError, format_names, open_source
 
 OUTPUT_FORMATS = ["json", "text"]
 RUN_SECTIONS = {"monitors", "policies", "trainer", "supervisor", "run", "notify", "dashboards"}
@@ -73,7 +73,7 @@ def load_configs(path: str | None) -> tuple[MonitorConfig, object | None]:
         mon = monitor_config_from_dict(data.get("monitors") or {}, f"{path}: monitors")
         pol = None
         if data.get("policies") is not None:
-            from policies.config import policy_config_from_dict
+            from rlguard.policies.config import policy_config_from_dict
 
             pol = policy_config_from_dict(data["policies"], f"{path}: policies")
         return mon, pol
@@ -105,7 +105,7 @@ def _text(rec: dict) -> str:
 def print_coverage(events, fmt: str, out) -> None:
     """What the trace's metrics arm and what they leave off, before the alerts: a user must know
     what the replay could NOT have caught."""
-    from monitors.coverage import CoverageTracker, text_block
+    from rlguard.monitors.coverage import CoverageTracker, text_block
 
     tracker = CoverageTracker()
     for ev in events:
@@ -117,7 +117,7 @@ def print_coverage(events, fmt: str, out) -> None:
 
 def _make_simulator(policy_config, checkpoint_every: int):
     try:
-        from policies.replay import ReplaySimulator
+        from rlguard.policies.replay import ReplaySimulator
     except ImportError:
         return None
     return ReplaySimulator(policy_config=policy_config, checkpoint_every=checkpoint_every)

@@ -15,9 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.log_setup import configure_logging
-from orchestrator.spec import ConfigError, describe_supervisor_config, load_run_config, parse_run_config
-from orchestrator.state import ExitCode
+from rlguard.orchestrator.log_setup import configure_logging
+from rlguard.orchestrator.spec import (
+    ConfigError,
+    describe_supervisor_config,
+    load_run_config,
+    parse_run_config,
+)
+from rlguard.orchestrator.state import ExitCode
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,9 +47,9 @@ def run_main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"rlguard run: {e}", file=sys.stderr)
         return int(ExitCode.USAGE)
-    from orchestrator.default_sinks import default_sinks_and_routes
-    from orchestrator.journal import JournalError
-    from orchestrator.supervisor import Supervisor
+    from rlguard.orchestrator.default_sinks import default_sinks_and_routes
+    from rlguard.orchestrator.journal import JournalError
+    from rlguard.orchestrator.supervisor import Supervisor
 
     sinks, routes = default_sinks_and_routes(run_dir, config, resume=bool(args.resume))
     try:
@@ -68,8 +73,8 @@ def run_main(argv: list[str]) -> int:
 
 
 def _prepare(args) -> tuple[Path, object, dict]:
-    from orchestrator.components import validate_all
-    from orchestrator.run_files import RunFiles
+    from rlguard.orchestrator.components import validate_all
+    from rlguard.orchestrator.run_files import RunFiles
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -93,7 +98,7 @@ def _prepare(args) -> tuple[Path, object, dict]:
 
 def run_config_from_dict(raw: dict):
     """For embedding: validate a config mapping the way `rlguard run` does."""
-    from orchestrator.components import validate_all
+    from rlguard.orchestrator.components import validate_all
 
     config = parse_run_config(raw)
     validate_all(config)

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from orchestrator.journal import Journal, read_journal
-from orchestrator.registry import CheckpointRegistry
-from ppo.checkpoint_files import fsync_path, recover_interrupted_replace
+from rlguard.orchestrator.journal import Journal, read_journal
+from rlguard.orchestrator.registry import CheckpointRegistry
+from rlguard.ppo.checkpoint_files import fsync_path, recover_interrupted_replace
 
 log = logging.getLogger("rlguard.run_files")
 

@@ -1,6 +1,6 @@
 """The worker SDK: a few lines that make any training script supervisable.
 
-    from orchestrator.sdk import connect
+    from rlguard.orchestrator.sdk import connect
     client = connect(run_dir="runs/x")          # supervised if RLGUARD_CONTROL is set
     for step in range(start, steps):
         metrics = train_one_step()
@@ -59,10 +59,10 @@ import urllib.error
 import urllib.parse
 from pathlib import Path
 
-from monitors.events import MetricEvent
-from orchestrator.commands import Ack, Command, CommandKind
-from orchestrator.http_guard import token_destination_problem
-from ppo.checkpoint_files import fsync_path
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.commands import Ack, Command, CommandKind
+from rlguard.orchestrator.http_guard import token_destination_problem
+from rlguard.ppo.checkpoint_files import fsync_path
 
 log = logging.getLogger("rlguard.sdk")
 

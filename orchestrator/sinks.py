@@ -13,9 +13,9 @@ import logging
 from collections import Counter
 from typing import Protocol, runtime_checkable
 
-from monitors.alerts import Alert
-from monitors.events import MetricEvent
-from policies.decision import Decision
+from rlguard.monitors.alerts import Alert
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Decision
 
 log = logging.getLogger("rlguard.sinks")
 

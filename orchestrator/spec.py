@@ -18,9 +18,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.dashboards_config import DashboardsConfig
-from orchestrator.registry import RegistryConfig
-from orchestrator.trainer_specs import OpenRLHFSection, VerlSection
+from rlguard.orchestrator.dashboards_config import DashboardsConfig
+from rlguard.orchestrator.registry import RegistryConfig
+from rlguard.orchestrator.trainer_specs import OpenRLHFSection, VerlSection
 
 
 class ConfigError(ValueError):
@@ -188,7 +188,7 @@ def load_run_config(path: str | Path) -> tuple[RunConfig, dict]:
 
 def describe_supervisor_config() -> str:
     """Every supervisor and dashboards field with its default and description (for --print-config)."""
-    from orchestrator.dashboards_config import ExporterSection, WandbSection
+    from rlguard.orchestrator.dashboards_config import ExporterSection, WandbSection
 
     lines = ["supervisor:"]
     for name, f in SupervisorConfig.model_fields.items():

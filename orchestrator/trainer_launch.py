@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitors.events import MetricEvent
-from orchestrator.launcher import Launcher, WorkerProcess, process_start_ticks
-from ppo.checkpoint_files import checkpoint_dir_name, write_checkpoint_dir
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.launcher import Launcher, WorkerProcess, process_start_ticks
+from rlguard.ppo.checkpoint_files import checkpoint_dir_name, write_checkpoint_dir
 
 log = logging.getLogger("rlguard.trainer_launch")
 
@@ -297,7 +297,7 @@ class TrainerLauncher(Launcher):
         env.update({"RLGUARD_ATTEMPT": str(attempt), "PYTHONUNBUFFERED": "1", "RLGUARD_RUN_DIR": str(self.run_dir)})
         # The wrapper records how the trainer ended (RUN/worker-status.json) for a supervisor that
         # is not running at that moment (orchestrator/trainer_exit.py); argv (journaled) is the trainer's.
-        wrapped = [sys.executable, "-m", "orchestrator.trainer_exit", "--status",
+        wrapped = [sys.executable, "-m", "rlguard.orchestrator.trainer_exit", "--status",
                    str(self.run_dir / "worker-status.json"), "--attempt", str(attempt), "--", *argv]
         with open(log_path, "ab") as log_file:
             popen = subprocess.Popen(wrapped, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,

@@ -48,11 +48,11 @@ from pathlib import Path
 
 import yaml
 
-from monitors.events import MetricEvent
-from orchestrator.integrations.metric_names import map_metrics
-from orchestrator.logformats.verl import JsonlParser
-from orchestrator.trainer_launch import TrainerLauncher, format_number, write_pointer
-from orchestrator.trainer_launch import file_stamp as _stamp
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.integrations.metric_names import map_metrics
+from rlguard.orchestrator.logformats.verl import JsonlParser
+from rlguard.orchestrator.trainer_launch import TrainerLauncher, format_number, write_pointer
+from rlguard.orchestrator.trainer_launch import file_stamp as _stamp
 
 # Defaults of verl/trainer/config/_generated_ppo_trainer.yaml @ b178a3c.
 KL_IN_REWARD = "algorithm.kl_ctrl.kl_coef"

@@ -58,11 +58,13 @@ import threading
 import time
 from pathlib import Path
 
-from monitors.alerts import Alert
-from monitors.events import MetricEvent
-from orchestrator.coverage_log import CoverageLog
-from orchestrator.spec import ConfigError, RunConfig, load_run_config, parse_run_config
-from policies.decision import Action, Decision
+from rlguard.monitors.alerts import Alert
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.acting import Applier
+from rlguard.orchestrator.coverage_log import CoverageLog
+from rlguard.orchestrator.recorder import Recorder
+from rlguard.orchestrator.spec import ConfigError, RunConfig, load_run_config, parse_run_config
+from rlguard.policies.decision import CONSTRAINT_NAMES, Action, Decision, Phase
 
 log = logging.getLogger("rlguard.watch")
 
@@ -83,12 +85,12 @@ class HookRunner:
         self.env = dict(env)
         self.timeout_s = timeout_s
 
-    def run(self, d: Decision, decision_id: str) -> tuple[str, str]:
+    def run(self, d: Decision, decision_id: str) -> tuple[Phase, str]:
         cmd = self.hooks.get(d.action.value)
         if cmd is None:
             if d.action is Action.NOTIFY:
-                return "done", "notified (journal, dashboards, /metrics)"
-            return "skipped", (f"no hook for {d.action.value}: rlguard watch cannot act on this run itself; "
+                return Phase.DONE, "notified (journal, dashboards, /metrics)"
+            return Phase.SKIPPED, (f"no hook for {d.action.value}: rlguard watch cannot act on this run itself; "
                                f"add --hook {d.action.value}='COMMAND'")
         env = {**os.environ, **{k: _printable(v) for k, v in self.env.items()},
                "RLGUARD_ACTION": d.action.value, "RLGUARD_STEP": str(d.step),
@@ -99,9 +101,9 @@ class HookRunner:
         try:
             return self._run(cmd, env, body)
         except Exception as e:  # noqa: BLE001 - a hook never takes the guard down: the decision gets an outcome
-            return "failed", f"hook {cmd!r} could not run: {type(e).__name__}: {e}"
+            return Phase.FAILED, f"hook {cmd!r} could not run: {type(e).__name__}: {e}"
 
-    def _run(self, cmd: str, env: dict[str, str], body: str) -> tuple[str, str]:
+    def _run(self, cmd: str, env: dict[str, str], body: str) -> tuple[Phase, str]:
         # Files, not pipes, for stdin and the output: a child the hook leaves behind (backgrounded,
         # or escaped from the group with setsid) can then hold nothing watch waits on; watch waits
         # for the hook's shell only, and no longer than the timeout.
@@ -113,17 +115,17 @@ class HookRunner:
                 proc = subprocess.Popen(cmd, shell=True, stdin=stdin, stdout=output, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True)
             except OSError as e:
-                return "failed", f"hook {cmd!r} could not start: {e}"
+                return Phase.FAILED, f"hook {cmd!r} could not start: {e}"
             try:
                 proc.wait(timeout=self.timeout_s)
             except subprocess.TimeoutExpired:
                 _kill_group(proc.pid)
                 proc.wait()  # the shell itself: SIGKILLed, it ends at once
-                return "failed", f"hook {cmd!r} timed out after {self.timeout_s:g} s (killed){_tail(_read_tail(output))}"
+                return Phase.FAILED, f"hook {cmd!r} timed out after {self.timeout_s:g} s (killed){_tail(_read_tail(output))}"
             text = _read_tail(output)
         if proc.returncode != 0:
-            return "failed", f"hook {cmd!r} exited {proc.returncode}{_tail(text)}"
-        return "done", f"hook {cmd!r} exited 0{_tail(text)}"
+            return Phase.FAILED, f"hook {cmd!r} exited {proc.returncode}{_tail(text)}"
+        return Phase.DONE, f"hook {cmd!r} exited 0{_tail(text)}"
 
 
 def _printable(text: str) -> str:
@@ -156,11 +158,11 @@ class Watcher:
     def __init__(self, metrics_path: str | Path, run_dir: str | Path, config: RunConfig, *,
                  hooks: dict[str, str] | None = None, names: str = "rlguard", checkpoint_every: int = 50,
                  hook_timeout_s: float = 300.0, sinks: list | None = None):
-        from orchestrator.components import build_monitors
-        from orchestrator.journal import Journal
-        from orchestrator.sinks import SinkFanout
-        from policies.config import PolicyConfigError, policy_config_from_dict
-        from policies.replay import ReplaySimulator
+        from rlguard.orchestrator.components import build_monitors
+        from rlguard.orchestrator.journal import Journal
+        from rlguard.orchestrator.sinks import SinkFanout
+        from rlguard.policies.config import PolicyConfigError, policy_config_from_dict
+        from rlguard.policies.replay import ReplaySimulator
 
         self.metrics_path = Path(metrics_path).resolve()
         self.run_dir = Path(run_dir).resolve()
@@ -174,9 +176,10 @@ class Watcher:
         self.sim = ReplaySimulator(self.policy_cfg, checkpoint_every=checkpoint_every,
                                    confirm_steps=config.supervisor.checkpoints.confirm_steps)
         self.default_constraints = {k: float(v) for k, v in config.trainer.items()
-                                    if k in ("kl_coef", "clip_range", "lr") and isinstance(v, (int, float))}
+                                    if k in CONSTRAINT_NAMES and isinstance(v, (int, float))}
         self.journal = Journal(self.run_dir / "journal.jsonl")
         self.sinks = SinkFanout(sinks)
+        self.recorder = Recorder(self.journal, self.sinks, on_alerts=self._remember_alerts)
         self.hooks = HookRunner(hooks or {}, {"RLGUARD_RUN_DIR": str(self.run_dir),
                                               "RLGUARD_METRICS": str(self.metrics_path)}, hook_timeout_s)
         self.halted = False
@@ -186,6 +189,9 @@ class Watcher:
         self.recent_alerts: list[dict] = []
         self.coverage = CoverageLog(self.journal, log)  # which failure classes the stream's metrics arm
         self._lock = threading.Lock()  # status() is read from the HTTP thread
+        # Acting here is running the user's hook; nobody can answer an approval inside watch.
+        self.applier = Applier(self.recorder, act=self._run_hook, finish=self._finish,
+                               approve_on_timeout=self.policy_cfg.approval.on_timeout == "approve")
 
     # ------------------------------------------------------------------ the loop's steps
 
@@ -198,7 +204,7 @@ class Watcher:
         self.sinks.on_event(event)
         self.coverage.observe(event.step, event.metrics)
         alerts = self.monitors.update(event)  # detect
-        self._record_alerts(alerts)
+        self.recorder.alerts(alerts)
         decisions = self.sim.observe(event.step, alerts, event.metrics)  # decide
         for d in decisions:
             self.carry_out(d, alerts)
@@ -217,27 +223,22 @@ class Watcher:
 
     def check_stall(self, now: float | None = None) -> list[Alert]:
         alerts = self.monitors.check_stall(time.time() if now is None else now)
-        self._record_alerts(alerts)
+        self.recorder.alerts(alerts)
         return alerts
 
     def carry_out(self, d: Decision, alerts=()) -> str:
         """Journal `d` as decided, run its hook (per mode), journal the outcome."""
         target = {"step": d.target_step} if d.action is Action.ROLLBACK else None
-        did = self.journal.decided(d, alerts=alerts, constraints=self.sim.constraints, target=target)
-        self.sinks.on_decision(d, "decided", "")
-        approved_by_timeout = d.mode == "approve" and self.policy_cfg.approval.on_timeout == "approve"
-        if d.action is not Action.NOTIFY and d.mode == "advise":
-            phase, outcome = "skipped", f"advise mode: would {d.action.value}; not carried out"
-        elif d.action is not Action.NOTIFY and d.mode == "approve" and not approved_by_timeout:
-            phase, outcome = "skipped", "approve mode: nobody can approve inside rlguard watch; not carried out"
-        else:
-            phase, outcome = self.hooks.run(d, did)  # act
-        self.journal.finished(did, phase, outcome)
-        self.sinks.on_decision(d, phase, outcome)
-        log.warning("%s at step %d: %s -> %s: %s", d.action.value, d.step, d.reason, phase, outcome)
-        if d.action is Action.HALT and phase == "done":
+        return self.applier.apply(d, alerts=alerts, constraints=dict(self.sim.constraints), target=target)
+
+    def _run_hook(self, d: Decision, did: str, _source) -> None:
+        self._finish(d, did, *self.hooks.run(d, did))  # act
+
+    def _finish(self, d: Decision, did: str, phase: Phase | str, outcome: str) -> None:
+        self.recorder.outcome(d, did, phase, outcome)
+        log.warning("%s at step %d: %s -> %s: %s", d.action.value, d.step, d.reason, Phase(phase).value, outcome)
+        if d.action is Action.HALT and phase == Phase.DONE:
             self.halted = True
-        return did
 
     def status(self) -> dict:
         with self._lock:
@@ -261,7 +262,7 @@ class Watcher:
     def _renamed(self, event: MetricEvent) -> MetricEvent:
         if self.names == "rlguard":
             return event
-        from orchestrator.integrations.metric_names import map_metrics
+        from rlguard.orchestrator.integrations.metric_names import map_metrics
 
         return MetricEvent(step=event.step, metrics=map_metrics(event.metrics, self.names), time=event.time,
                            attempt=event.attempt, extra=event.extra)
@@ -272,13 +273,10 @@ class Watcher:
             if event.metrics.get(k) is None:
                 event.metrics[k] = v
 
-    def _record_alerts(self, alerts: list[Alert]) -> None:
-        for a in alerts:
-            self.journal.alert(a)
-            self.sinks.on_alert(a)
-            with self._lock:
-                self.recent_alerts.append(a.to_dict())
-                del self.recent_alerts[:-100]
+    def _remember_alerts(self, alerts: list[Alert]) -> None:
+        with self._lock:
+            self.recent_alerts.extend(a.to_dict() for a in alerts)
+            del self.recent_alerts[:-100]
 
 
 # ====================================================================== CLI
@@ -312,7 +310,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _format_names() -> list[str]:
-    from orchestrator.logformats import format_names
+    from rlguard.orchestrator.logformats import format_names
 
     return format_names()
 
@@ -335,11 +333,11 @@ def parse_hooks(items: list[str]) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from orchestrator.log_setup import configure_logging
+    from rlguard.orchestrator.log_setup import configure_logging
 
     configure_logging(args.quiet)
-    from orchestrator.integrations.metric_names import table_for
-    from orchestrator.journal import JournalError
+    from rlguard.orchestrator.integrations.metric_names import table_for
+    from rlguard.orchestrator.journal import JournalError
 
     metrics = Path(args.metrics)
     run_dir = Path(args.out) if args.out else metrics.parent / "rlguard-watch"
@@ -351,7 +349,7 @@ def main(argv: list[str]) -> int:
             raise ConfigError(f"--checkpoint-every {args.checkpoint_every}: must be >= 1")
         if args.log_format is not None and args.log_format not in _format_names():
             raise ConfigError(f"--format {args.log_format!r}: expected one of {', '.join(_format_names())}")
-        from orchestrator.components import validate_all
+        from rlguard.orchestrator.components import validate_all
 
         validate_all(config)
         sinks, routes = _dashboards(run_dir, config) if args.port is not None else ([], [])
@@ -391,8 +389,8 @@ def main(argv: list[str]) -> int:
 def follow(watcher: Watcher, metrics: Path, stop: threading.Event, *, idle_s: float | None,
            poll_s: float = 0.5, log_format: str | None = None, logging_steps: int | None = None) -> str:
     """Tail `metrics` into the watcher until stop, idle, or a carried-out halt. Returns why it ended."""
-    from monitors.reader import EventReader
-    from orchestrator.logformats import LogFormatError, detect
+    from rlguard.monitors.reader import EventReader
+    from rlguard.orchestrator.logformats import LogFormatError, detect
 
     last_data = time.monotonic()
     while not metrics.exists():  # the run may not have written its first step yet
@@ -436,7 +434,7 @@ def follow(watcher: Watcher, metrics: Path, stop: threading.Event, *, idle_s: fl
 def _follow_log(watcher: Watcher, path: Path, stop: threading.Event, log_format: str, idle_s: float | None,
                 poll_s: float, logging_steps: int | None) -> str:
     """Tail a trainer's own log (orchestrator/logformats) into the watcher; its keys are mapped by its reader."""
-    from orchestrator.logformats import LogFormatError, open_source
+    from rlguard.orchestrator.logformats import LogFormatError, open_source
 
     if watcher.names != "rlguard":
         watcher.journal.note(f"--names {watcher.names} ignored: {log_format} keys are mapped by its reader",
@@ -504,14 +502,14 @@ class _WatchControl:
 
 
 def _dashboards(run_dir: Path, config: RunConfig) -> tuple[list, list]:
-    from orchestrator.default_sinks import default_sinks_and_routes
+    from rlguard.orchestrator.default_sinks import default_sinks_and_routes
 
     return default_sinks_and_routes(run_dir, config)
 
 
 def _serve(watcher: Watcher, routes: list, port: int, run_dir: Path):
-    from orchestrator.control_api import ControlServer, build_app
-    from orchestrator.run_files import RunFiles
+    from rlguard.orchestrator.control_api import ControlServer, build_app
+    from rlguard.orchestrator.run_files import RunFiles
 
     files = RunFiles(run_dir)
     app = build_app(_WatchControl(watcher), files.ensure_token(), routes)

@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Mode = Literal["auto", "advise", "approve"]
 """auto: act. advise: only notify what would be done. approve: pause and ask an operator."""
 
-CONSTRAINTS = ("kl_coef", "clip_range", "lr")
 """The knobs the engine may turn, by their METRICS.md / trainer names."""
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from policies.config import CONSTRAINTS, TightenConfig
+from rlguard.policies.config import TightenConfig
+from rlguard.policies.decision import CONSTRAINT_NAMES
 
 
 def fmt(x: float) -> str:
@@ -50,7 +51,7 @@ def _clamp(name: str, value: float, lo: float, hi: float) -> tuple[float, str]:
 def tighten(current: Mapping[str, float], cfg: TightenConfig) -> list[KnobChange]:
     """One tighten step for every knob present in `current`, each kept within its bounds."""
     out = []
-    for name in CONSTRAINTS:
+    for name in CONSTRAINT_NAMES:
         if name not in current or current[name] is None:
             continue
         old = float(current[name])
@@ -67,7 +68,7 @@ def relax(current: Mapping[str, float], initial: Mapping[str, float], cfg: Tight
 
     Knobs at their initial value, or loosened beyond it by an operator, are left alone."""
     out = []
-    for name in CONSTRAINTS:
+    for name in CONSTRAINT_NAMES:
         if current.get(name) is None or initial.get(name) is None:
             continue
         old, start = float(current[name]), float(initial[name])

@@ -50,15 +50,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from monitors.alerts import Alert, Severity
-from policies import constraints as knobs
-from policies.config import PolicyConfig
-from policies.decision import Action, Decision
-from policies.view import CheckpointView, Health, RunView, warning_key
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.policies import constraints as knobs
+from rlguard.policies.config import PolicyConfig
+from rlguard.policies.decision import OUTCOME_PHASES, Action, Decision, Mode
+from rlguard.policies.view import CheckpointView, Health, RunView, warning_key
 
 __all__ = ["PolicyEngine", "RunView", "CheckpointView", "Health"]
 
-_OUTCOME_PHASES = ("done", "failed", "skipped", "denied")
 
 
 def _key(alert: Alert) -> str:
@@ -119,7 +118,7 @@ class PolicyEngine:
             raise ValueError(f"decide(step=...): step must be an int >= 0, got {step!r}")
         for a in alerts:
             if not isinstance(a, Alert):
-                raise TypeError(f"decide(alerts=...): expected monitors.alerts.Alert, got {type(a).__name__}")
+                raise TypeError(f"decide(alerts=...): expected rlguard.monitors.alerts.Alert, got {type(a).__name__}")
         self._advance(step)
         if self._halted is not None:
             return []
@@ -158,9 +157,9 @@ class PolicyEngine:
         A rollback that did not happen gives its budget back and the step clock its position;
         a halt that did not happen lifts the halt. Advised decisions are ignored (the engine
         already treats them as hypothetical)."""
-        if phase not in _OUTCOME_PHASES:
-            raise ValueError(f"note_outcome(phase=...): expected one of {_OUTCOME_PHASES}, got {phase!r}")
-        if phase == "done" or decision.mode == "advise":
+        if phase not in OUTCOME_PHASES:
+            raise ValueError(f"note_outcome(phase=...): expected one of {[p.value for p in OUTCOME_PHASES]}, got {phase!r}")
+        if phase == "done" or decision.mode is Mode.ADVISE:
             return
         if decision.action is Action.ROLLBACK:
             for i in range(len(self._rollbacks) - 1, -1, -1):
@@ -200,7 +199,7 @@ class PolicyEngine:
             self._apply(d)
             if phase is not None:
                 self.note_outcome(d, phase)
-            if d.action is Action.HALT and phase == "done" and d.mode != "advise":
+            if d.action is Action.HALT and phase == "done" and d.mode is not Mode.ADVISE:
                 self.lift_halt()
 
     def state_dict(self) -> dict:
@@ -380,7 +379,7 @@ class PolicyEngine:
         if d.action is Action.NOTIFY:
             return
         if d.action is Action.HALT:
-            if d.mode != "advise":
+            if d.mode is not Mode.ADVISE:
                 self._halted = d.reason
             return
         self._cooldown_until = self._clock + self.cfg.cooldown.steps

@@ -18,11 +18,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from monitors.alerts import Alert, Severity
-from policies.config import CONSTRAINTS, PolicyConfig
-from policies.decision import Action, Decision
-from policies.engine import PolicyEngine
-from policies.view import DEFAULT_CONFIRM_STEPS, CheckpointView, Health, RunView, next_health
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.policies.config import PolicyConfig
+from rlguard.policies.decision import (
+    CONSTRAINT_NAMES,
+    Action,
+    Decision,
+    Disposition,
+    Mode,
+    Phase,
+    disposition,
+)
+from rlguard.policies.engine import PolicyEngine
+from rlguard.policies.view import DEFAULT_CONFIRM_STEPS, CheckpointView, Health, RunView, next_health
 
 
 class ReplaySimulator:
@@ -104,7 +112,7 @@ class ReplaySimulator:
     # ------------------------------------------------------------------
 
     def _take_initial(self, metrics: Mapping[str, float]) -> None:
-        for name in CONSTRAINTS:
+        for name in CONSTRAINT_NAMES:
             v = metrics.get(name)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 self.constraints[name] = float(v)
@@ -113,10 +121,11 @@ class ReplaySimulator:
     def _apply(self, d: Decision) -> None:
         if d.action is Action.NOTIFY:
             return
-        applies = d.mode == "auto" or (d.mode == "approve" and self.cfg.approval.on_timeout == "approve")
-        if not applies:
-            if d.mode == "approve":
-                self.engine.note_outcome(d, "denied")
+        how, _ = disposition(d, someone_can_approve=False,  # nobody answers a replay
+                             approve_on_timeout=self.cfg.approval.on_timeout == "approve")
+        if how is not Disposition.ACT:
+            if d.mode is Mode.APPROVE:
+                self.engine.note_outcome(d, Phase.DENIED)
             return
         self.applied.append(d)
         self.constraints.update(d.params)

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from monitors.alerts import Alert, Severity
+from rlguard.monitors.alerts import Alert, Severity
 
 DEFAULT_CONFIRM_STEPS = 20
 """Alert-free steps after a checkpoint before it counts as healthy (registry and replay)."""

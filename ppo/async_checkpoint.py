@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from ppo.checkpoint_files import write_checkpoint_dir
-from ppo.state_io import save_tensors, write_json, write_optimizer_payload
+from rlguard.ppo.checkpoint_files import write_checkpoint_dir
+from rlguard.ppo.state_io import save_tensors, write_json, write_optimizer_payload
 
 log = logging.getLogger(__name__)
 

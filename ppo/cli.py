@@ -19,10 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from ppo.checkpoint_files import CheckpointError, checkpoint_dir_name
-from ppo.config import ConfigError, TrainConfig, describe_config, load_train_config
-from ppo.prompts import DataError
-from ppo.rewards import RewardError
+from rlguard.monitors.events import CONSTRAINT_NAMES
+from rlguard.ppo.checkpoint_files import CheckpointError, checkpoint_dir_name
+from rlguard.ppo.config import ConfigError, TrainConfig, describe_config, load_train_config
+from rlguard.ppo.prompts import DataError
+from rlguard.ppo.rewards import RewardError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,9 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-CONSTRAINTS = ("kl_coef", "clip_range", "lr")
-
-
 def run_training(cfg: TrainConfig, run_dir: str | Path, *, resume: str | Path | None = None,
                  constraints: dict[str, float] | None = None,
                  on_step: Callable[[int, dict], None] | None = None, progress: bool = True):
@@ -49,8 +47,8 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, resume: str | Path | 
     kl_coef stays tightened) unless `constraints` gives new ones: a supervisor restarting a
     worker with `--resume CKPT --set kl_coef=...` means exactly that.
     `on_step(step, metrics)` is called after each step's event is written (embedding hook)."""
-    from monitors.events import MetricEvent
-    from ppo.trainer import PPOTrainer
+    from rlguard.monitors.events import MetricEvent
+    from rlguard.ppo.trainer import PPOTrainer
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,11 +105,11 @@ def train_main(argv: list[str]) -> int:
         print(describe_config(cfg))
         return 0
     run_dir = Path(args.out) if args.out else Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
-    from ppo.bundled import BundledModelError
+    from rlguard.ppo.bundled import BundledModelError
 
     # Constraint values given with --set win over those saved in a --resume checkpoint.
     given = {kv.split("=", 1)[0].strip() for kv in args.overrides}
-    constraints = {name: getattr(cfg, name) for name in CONSTRAINTS if name in given}
+    constraints = {name: getattr(cfg, name) for name in CONSTRAINT_NAMES if name in given}
     try:
         run_training(cfg, run_dir, resume=args.resume, constraints=constraints, progress=not args.no_progress)
     except (CheckpointError, ConfigError, DataError, RewardError, BundledModelError) as e:

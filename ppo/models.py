@@ -32,7 +32,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def resolve_device(spec: str) -> torch.device:
     """'auto' -> cuda if available else cpu; under torchrun a bare 'auto'/'cuda' is this rank's
     GPU (cuda:LOCAL_RANK), so that N ranks on one node do not all share GPU 0."""
-    from ppo.distributed import rank_device
+    from rlguard.ppo.distributed import rank_device
 
     spec = rank_device(spec)
     if spec == "auto":
@@ -43,7 +43,7 @@ def resolve_device(spec: str) -> torch.device:
 def resolve_model_path(spec: str) -> str:
     """'bundled' -> the shipped SmolLM2-135M directory (imported lazily: it may unpack files)."""
     if spec == "bundled":
-        from ppo.bundled import bundled_model_dir
+        from rlguard.ppo.bundled import bundled_model_dir
 
         return str(bundled_model_dir())
     return spec

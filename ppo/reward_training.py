@@ -298,7 +298,7 @@ def main(argv: list[str]) -> int:
         return 2
     model = args.model
     if model is None:
-        from ppo.bundled import bundled_model_dir
+        from rlguard.ppo.bundled import bundled_model_dir
 
         model = str(bundled_model_dir())
     train, held_out = split_pairs(pairs, args.eval_fraction, args.seed)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ppo.metrics import token_entropy
-from ppo.models import position_ids_from_mask
+from rlguard.ppo.metrics import token_entropy
+from rlguard.ppo.models import position_ids_from_mask
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ppo.checkpoint_files import CheckpointError
+from rlguard.ppo.checkpoint_files import CheckpointError
 
 
 def write_json(path: Path, obj) -> None:
@@ -63,16 +63,6 @@ def optimizer_payload(opt: torch.optim.Optimizer, copy=None) -> tuple[dict[str, 
 def write_optimizer_payload(directory: Path, name: str, tensors: dict[str, torch.Tensor], structure: dict) -> None:
     save_tensors(directory / f"{name}.safetensors", tensors)
     write_json(directory / f"{name}.json", structure)
-
-
-def save_optimizer(opt: torch.optim.Optimizer, directory: Path, name: str) -> None:
-    write_optimizer_payload(directory, name, *optimizer_payload(opt))
-
-
-def cpu_copy(t: torch.Tensor) -> torch.Tensor:
-    """A private, contiguous CPU copy of `t` (a clone on CPU, a device-to-host copy on CUDA)."""
-    t = t.detach()
-    return t.to("cpu", copy=True).contiguous() if t.device.type != "cpu" else t.clone().contiguous()
 
 
 def load_optimizer(opt: torch.optim.Optimizer, directory: Path, name: str) -> None:

@@ -35,19 +35,19 @@ from pathlib import Path
 
 import torch
 
-from ppo import metrics as M
-from ppo import ppo_max as X
-from ppo.async_checkpoint import CheckpointSnapshot, SnapshotBuffers
-from ppo.checkpoint_files import CheckpointError, verify_checkpoint
-from ppo.config import ConfigError, TrainConfig
-from ppo.distributed import (
+from rlguard.ppo import metrics as M
+from rlguard.ppo import ppo_max as X
+from rlguard.ppo.async_checkpoint import CheckpointSnapshot, SnapshotBuffers
+from rlguard.ppo.checkpoint_files import CheckpointError, verify_checkpoint
+from rlguard.ppo.config import ConfigError, TrainConfig
+from rlguard.ppo.distributed import (
     all_reduce_gradients,
     broadcast_parameters,
     gather_to_all,
     mean_over_ranks,
     rank_and_world,
 )
-from ppo.models import (
+from rlguard.ppo.models import (
     DTYPES,
     build_models,
     load_trainable_state,
@@ -55,10 +55,17 @@ from ppo.models import (
     resolve_device,
     trainable_state,
 )
-from ppo.prompts import DataCursor, load_texts
-from ppo.rewards import build_reward, check_scores
-from ppo.rollout import encode_prompts, response_logprobs, response_values, sample, select, step_generator
-from ppo.state_io import (
+from rlguard.ppo.prompts import DataCursor, load_texts
+from rlguard.ppo.rewards import build_reward, check_scores
+from rlguard.ppo.rollout import (
+    encode_prompts,
+    response_logprobs,
+    response_values,
+    sample,
+    select,
+    step_generator,
+)
+from rlguard.ppo.state_io import (
     capture_rng,
     load_optimizer,
     load_tensors,
@@ -332,7 +339,7 @@ class PPOTrainer:
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
                              max_length=self.cfg.max_prompt_tokens + self.cfg.max_new_tokens).to(self.device)
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        from ppo.models import position_ids_from_mask
+        from rlguard.ppo.models import position_ids_from_mask
 
         out = self.policy(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                           position_ids=position_ids_from_mask(enc["attention_mask"]), labels=labels)

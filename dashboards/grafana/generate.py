@@ -16,9 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from dashboards.grafana.panels import DS, RUN, Layout, annotation, stat, timeseries
-from dashboards.grafana.validate import SCHEMA_VERSION, validate_dashboard
-from dashboards.prom_catalog import STEP_METRICS
+from rlguard.dashboards.grafana.panels import DS, RUN, Layout, annotation, stat, timeseries
+from rlguard.dashboards.grafana.validate import SCHEMA_VERSION, validate_dashboard
+from rlguard.dashboards.prom_catalog import STEP_METRICS
 
 DASHBOARD_UID = "rlguard-run"
 OUTPUT = Path(__file__).with_name("rlguard-run.json")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from dashboards.grafana.panels import DS, RUN
-from dashboards.prom_catalog import all_family_names
+from rlguard.dashboards.grafana.panels import DS, RUN
+from rlguard.dashboards.prom_catalog import all_family_names
 
 SCHEMA_VERSION = 41  # Grafana 11.x
 

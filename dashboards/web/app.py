@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from dashboards.history import RunHistory
+from rlguard.dashboards.history import RunHistory
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_POINTS = 800
@@ -150,7 +150,7 @@ def with_coverage(snap: dict) -> dict:
     """Add which failure classes the charted metrics arm (monitors/coverage.py report) to a
     history snapshot. The page shows the supervisor's /api/status coverage when it has one and
     this otherwise (a dashboard without a supervisor, or an older one)."""
-    from monitors.coverage import report
+    from rlguard.monitors.coverage import report
 
     snap["coverage"] = report(snap.get("metrics") or {})
     return snap

@@ -7,14 +7,14 @@
 Imported lazily so that `from orchestrator.integrations import map_metrics` needs no torch.
 """
 
-from orchestrator.integrations.metric_names import map_metrics, table_for
+from rlguard.orchestrator.integrations.metric_names import map_metrics, table_for
 
 __all__ = ["RLGuardCallback", "map_metrics", "table_for"]
 
 
 def __getattr__(name: str):
     if name == "RLGuardCallback":
-        from orchestrator.integrations.trl_callback import RLGuardCallback
+        from rlguard.orchestrator.integrations.trl_callback import RLGuardCallback
 
         return RLGuardCallback
     raise AttributeError(name)

@@ -1,6 +1,6 @@
 """`RLGuardCallback`: trl's GRPOTrainer / RLOOTrainer (any transformers Trainer) under rlguard.
 
-    from orchestrator.integrations import RLGuardCallback
+    from rlguard.orchestrator.integrations import RLGuardCallback
     trainer = GRPOTrainer(model=..., args=GRPOConfig(..., beta=0.04), ...)
     guard = RLGuardCallback.install(trainer, run_dir="runs/grpo")   # supervised under `rlguard run`
     trainer.train(resume_from_checkpoint=guard.resume_checkpoint())
@@ -40,9 +40,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from orchestrator.commands import CONSTRAINT_NAMES, Command, CommandKind
-from orchestrator.integrations.metric_names import has_training_metrics, map_metrics
-from orchestrator.sdk import WorkerClient, connect
+from rlguard.orchestrator.commands import Command, CommandKind
+from rlguard.orchestrator.integrations.metric_names import has_training_metrics, map_metrics
+from rlguard.orchestrator.sdk import WorkerClient, connect
+from rlguard.policies.decision import CONSTRAINT_NAMES
 
 log = logging.getLogger("rlguard.trl")
 
@@ -98,7 +99,7 @@ class RLGuardCallback(TrainerCallback):
         path = self.client.resume_path
         if not path:
             return None
-        from ppo.checkpoint_files import verify_checkpoint
+        from rlguard.ppo.checkpoint_files import verify_checkpoint
 
         verify_checkpoint(path)  # raises CheckpointError: never resume from a corrupt checkpoint
         return str(path)
@@ -209,7 +210,7 @@ class RLGuardCallback(TrainerCallback):
 
     def _apply(self, cmd: Command, step: int, state, control) -> None:
         """Apply one command at this step boundary; failures are acknowledged, never raised."""
-        from ppo.checkpoint_files import CheckpointError
+        from rlguard.ppo.checkpoint_files import CheckpointError
 
         try:
             if cmd.kind is CommandKind.SET_CONSTRAINTS:
@@ -256,7 +257,7 @@ class RLGuardCallback(TrainerCallback):
         the abandoned policy) are dropped so the next step generates afresh."""
         from transformers import TrainerState
 
-        from ppo.checkpoint_files import verify_checkpoint
+        from rlguard.ppo.checkpoint_files import verify_checkpoint
 
         path = Path(path)
         verify_checkpoint(path)
@@ -286,7 +287,7 @@ class RLGuardCallback(TrainerCallback):
         if not src.is_dir():
             log.warning("rlguard: trainer checkpoint %s not found; not registered", src)
             return
-        from ppo.checkpoint_files import checkpoint_dir_name, write_checkpoint_dir
+        from rlguard.ppo.checkpoint_files import checkpoint_dir_name, write_checkpoint_dir
 
         def write_files(tmp: Path) -> None:
             for f in sorted(src.rglob("*")):

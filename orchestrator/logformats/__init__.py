@@ -1,6 +1,6 @@
 """Readers for the logs trainers really write, all yielding docs/METRICS.md MetricEvents.
 
-    from orchestrator.logformats import load_run, open_source
+    from rlguard.orchestrator.logformats import load_run, open_source
     events = load_run("outputs/checkpoint-500")            # format chosen by content
     events = load_run("train.log", format="trl-console")   # or forced
     src = open_source("verl.jsonl"); src.poll(); ...; src.close()   # tail a growing file
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monitors.events import MetricEvent
-from orchestrator.logformats.base import LogFormatError
-from orchestrator.logformats.detect import BY_NAME, FORMATS, UnknownFormat, detect, get_format
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.logformats.base import LogFormatError
+from rlguard.orchestrator.logformats.detect import BY_NAME, FORMATS, UnknownFormat, detect, get_format
 
 __all__ = ["BY_NAME", "FORMATS", "LogFormatError", "UnknownFormat", "detect", "format_names", "load_run",
            "open_source"]

@@ -16,8 +16,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from monitors.events import MetricEvent
-from orchestrator.integrations.metric_names import map_metrics
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.integrations.metric_names import map_metrics
 
 
 class LogFormatError(ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.logformats import (
+from rlguard.orchestrator.logformats import (
     metrics_jsonl,
     openrlhf,
     tensorboard_events,
@@ -19,7 +19,7 @@ from orchestrator.logformats import (
     verl,
     wandb_dir,
 )
-from orchestrator.logformats.base import HEAD_BYTES, Format, LogFormatError
+from rlguard.orchestrator.logformats.base import HEAD_BYTES, Format, LogFormatError
 
 FORMATS: list[Format] = [
     metrics_jsonl.FORMAT,  # our own first: a run directory holding metrics.jsonl is ours, whatever else is in it

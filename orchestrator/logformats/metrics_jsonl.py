@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from monitors.reader import EventReader
-from orchestrator.logformats.base import ALL, Format, head_lines
+from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.logformats.base import ALL, Format, head_lines
 
 
 def sniff(path: Path, head: bytes) -> bool:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.integrations.metric_names import OPENRLHF
-from orchestrator.logformats.base import ALL, Format, Record, head_lines
-from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
-from orchestrator.logformats.sources import LineParser, LineSource
+from rlguard.orchestrator.integrations.metric_names import OPENRLHF
+from rlguard.orchestrator.logformats.base import ALL, Format, Record, head_lines
+from rlguard.orchestrator.logformats.pyliteral import NotALiteral, parse_literal
+from rlguard.orchestrator.logformats.sources import LineParser, LineSource
 
 LINE = re.compile(r"Global step (\d+): (\{.*\})\s*$")
 # ppo_trainer.py evaluate(): "✨ Evaluation completed in 0:01:02, global_step 20, eval_metrics: {...}"

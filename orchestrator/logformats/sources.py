@@ -19,8 +19,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from monitors.events import MetricEvent
-from orchestrator.logformats.base import Record, StepMerger
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.logformats.base import Record, StepMerger
 
 _CHUNK = 1 << 16
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from orchestrator.logformats.base import (
+from rlguard.orchestrator.logformats.base import (
     Format,
     LogFormatError,
     Record,
@@ -23,7 +23,7 @@ from orchestrator.logformats.base import (
     merge,
     transformers_rename,
 )
-from orchestrator.logformats.sources import SnapshotSource
+from rlguard.orchestrator.logformats.sources import SnapshotSource
 
 
 def _is_event_file(p: Path) -> bool:

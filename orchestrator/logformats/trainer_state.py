@@ -16,8 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from orchestrator.logformats.base import Format, LogFormatError, Record, merge
-from orchestrator.logformats.sources import SnapshotSource
+from rlguard.orchestrator.logformats.base import Format, LogFormatError, Record, merge
+from rlguard.orchestrator.logformats.sources import SnapshotSource
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 

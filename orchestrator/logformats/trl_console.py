@@ -25,9 +25,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.logformats.base import ALL, Format, LogFormatError, Record, head_lines, to_number
-from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
-from orchestrator.logformats.sources import LineParser, LineSource
+from rlguard.orchestrator.logformats.base import ALL, Format, LogFormatError, Record, head_lines, to_number
+from rlguard.orchestrator.logformats.pyliteral import NotALiteral, parse_literal
+from rlguard.orchestrator.logformats.sources import LineParser, LineSource
 
 BAR = re.compile(r"^\s*(\d+)%\|[^|]*\|\s*(\d+)/(\d+)\s*\[")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

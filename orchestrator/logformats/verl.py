@@ -22,9 +22,9 @@ import math
 import re
 from pathlib import Path
 
-from orchestrator.logformats.base import ALL, Format, Record, head_lines
-from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
-from orchestrator.logformats.sources import LineParser, LineSource
+from rlguard.orchestrator.logformats.base import ALL, Format, Record, head_lines
+from rlguard.orchestrator.logformats.pyliteral import NotALiteral, parse_literal
+from rlguard.orchestrator.logformats.sources import LineParser, LineSource
 
 CONSOLE_LINE = re.compile(r"(?:^|[\s)\]])step:(\d+) - (.*)$")
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.logformats import openrlhf, trl_console, verl
-from orchestrator.logformats.base import HEAD_BYTES, Format, LogFormatError
+from rlguard.orchestrator.logformats import openrlhf, trl_console, verl
+from rlguard.orchestrator.logformats.base import HEAD_BYTES, Format, LogFormatError
 
 CONSOLE_FORMATS = [verl.CONSOLE, openrlhf.FORMAT, trl_console.FORMAT]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from monitors.reader import EventReader
-from orchestrator.integrations.metric_names import has_training_metrics, map_metrics
+from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.integrations.metric_names import has_training_metrics, map_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "bench" / "fixtures" / "corpus"

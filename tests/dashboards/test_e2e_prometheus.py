@@ -14,12 +14,12 @@ import urllib.parse
 
 import pytest
 
-from dashboards.exporter import RunExporter
-from dashboards.grafana import generate, validate
-from dashboards.notify import Notifier
-from monitors.alerts import Alert, Severity
-from monitors.events import MetricEvent
-from policies.decision import Action, Decision
+from rlguard.dashboards.exporter import RunExporter
+from rlguard.dashboards.grafana import generate, validate
+from rlguard.dashboards.notify import Notifier
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Action, Decision
 from tests.dashboards.conftest_ops import (
     PROM_DIR,
     Receiver,

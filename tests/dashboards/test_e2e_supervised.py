@@ -99,7 +99,7 @@ def test_collapse_in_a_supervised_run_is_scraped_and_paged_through_alertmanager(
         env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
         with open(supervisor_log, "wb") as log:
             supervisor = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.cli", "run", str(cfg_path), "--out", str(run_dir), "-q"],
+                [sys.executable, "-m", "rlguard.orchestrator.cli", "run", str(cfg_path), "--out", str(run_dir), "-q"],
                 env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         info = wait_until("RUN/supervisor.json with the supervisor's URL",
                           lambda: json.loads((run_dir / "supervisor.json").read_text()), timeout_s=60)

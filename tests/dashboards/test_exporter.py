@@ -9,11 +9,11 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dashboards.exporter import RunExporter
-from dashboards.prom_catalog import OWN_FAMILIES, RUN_STATES, STEP_METRICS, all_family_names
-from monitors.alerts import Alert, Severity
-from monitors.events import MetricEvent
-from policies.decision import Action, Decision
+from rlguard.dashboards.exporter import RunExporter
+from rlguard.dashboards.prom_catalog import OWN_FAMILIES, RUN_STATES, STEP_METRICS, all_family_names
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Action, Decision
 from tests.dashboards.conftest_ops import require
 
 
@@ -117,7 +117,7 @@ def test_run_state_is_a_state_set_with_exactly_one_state_set():
 
 
 def test_run_states_match_the_supervisor_enum():
-    state = pytest.importorskip("orchestrator.state")
+    state = pytest.importorskip("rlguard.orchestrator.state")
     assert {s.value for s in state.RunState} <= set(RUN_STATES)
     e = make()
     e.on_state(state.RunState.ROLLING_BACK)
@@ -304,7 +304,7 @@ def test_serve_standalone_on_a_free_port_and_close():
 
 
 def test_is_a_run_sink_driven_through_the_supervisors_fanout():
-    sinks = pytest.importorskip("orchestrator.sinks")
+    sinks = pytest.importorskip("rlguard.orchestrator.sinks")
     e = make()
     assert isinstance(e, sinks.RunSink)
     fanout = sinks.SinkFanout([e])
@@ -322,7 +322,7 @@ def test_is_a_run_sink_driven_through_the_supervisors_fanout():
 
 def test_detection_armed_gauge_per_class_over_the_real_http_endpoint():
     """What the run is not protected against, as a query: trl GRPO at beta 0 (no kl), then kl appears."""
-    from monitors.coverage import CLASSES
+    from rlguard.monitors.coverage import CLASSES
 
     e = make()
     server = e.serve("127.0.0.1", 0)

@@ -8,8 +8,8 @@ import subprocess
 
 import yaml
 
-from dashboards.grafana import generate, validate
-from dashboards.prom_catalog import STEP_METRICS
+from rlguard.dashboards.grafana import generate, validate
+from rlguard.dashboards.prom_catalog import STEP_METRICS
 from tests.dashboards.conftest_ops import REPO, require
 
 GRAFANA = REPO / "dashboards" / "grafana"

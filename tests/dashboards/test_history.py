@@ -10,11 +10,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashboards.history import RunHistory, _bucket_minmax
-from monitors.alerts import Alert, Severity
-from monitors.events import MetricEvent
-from orchestrator.sinks import RunSink, SinkFanout
-from policies.decision import Action, Decision
+from rlguard.dashboards.history import RunHistory, _bucket_minmax
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.sinks import RunSink, SinkFanout
+from rlguard.policies.decision import Action, Decision
 
 
 def _ev(step: int, **metrics) -> MetricEvent:

@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from pydantic import ValidationError
 
-from dashboards.exporter import RunExporter
-from dashboards.notify import Notifier, alertmanager_payload, slack_payload
-from monitors.alerts import Alert, Severity
-from policies.decision import Action, Decision
+from rlguard.dashboards.exporter import RunExporter
+from rlguard.dashboards.notify import Notifier, alertmanager_payload, slack_payload
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.policies.decision import Action, Decision
 from tests.dashboards.conftest_ops import Receiver, free_port, wait_until
 
 COLLAPSE = Alert(
@@ -196,7 +196,7 @@ def test_alertmanager_payload_shape():
 
 
 def _note():
-    from dashboards.notify import Notification
+    from rlguard.dashboards.notify import Notification
 
     return Notification(
         kind="alert",
@@ -225,7 +225,7 @@ def test_no_targets_means_no_thread_and_no_error():
 
 
 def test_is_a_run_sink_driven_through_the_supervisors_fanout(receiver):
-    sinks = pytest.importorskip("orchestrator.sinks")
+    sinks = pytest.importorskip("rlguard.orchestrator.sinks")
     n = Notifier("run-a", fast(webhook_url=receiver.url))
     assert isinstance(n, sinks.RunSink)
     fanout = sinks.SinkFanout([n])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dashboards.report import main
+from rlguard.dashboards.report import main
 from tests.orchestrator.logformat_helpers import collapse_rows
 
 VERL_NAMES = {"kl": "actor/kl_loss", "reward": "critic/score/mean", "response_length": "response_length/mean",

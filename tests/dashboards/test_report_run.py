@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.history import RunHistory
-from dashboards.report import find_incidents, main, samples_by_segment
-from dashboards.report_run_dir import load_run_dir, read_run_files
-from monitors.alerts import Alert, Severity
-from orchestrator.journal import Journal, read_journal
-from policies.decision import Action, Decision
-from ppo.checkpoint_files import checkpoint_dir_name, write_checkpoint_dir
+from rlguard.dashboards.history import RunHistory
+from rlguard.dashboards.report import find_incidents, main, samples_by_segment
+from rlguard.dashboards.report_run_dir import load_run_dir, read_run_files
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.orchestrator.journal import Journal, read_journal
+from rlguard.policies.decision import Action, Decision
+from rlguard.ppo.checkpoint_files import checkpoint_dir_name, write_checkpoint_dir
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 T0 = 1_764_340_000.0
@@ -220,7 +220,7 @@ def test_report_of_a_watched_run_with_broken_lines_and_no_journal(tmp_path):
 
 
 def test_rlguard_report_subcommand_and_a_journal_only_run(tmp_path):
-    from orchestrator.cli import main as rlguard
+    from rlguard.orchestrator.cli import main as rlguard
 
     run = tmp_path / "crashed"
     with Journal(run / "journal.jsonl") as j:

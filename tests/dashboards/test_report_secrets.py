@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from dashboards.redact import redact_config_text
-from dashboards.report import write_report
+from rlguard.dashboards.redact import redact_config_text
+from rlguard.dashboards.report import write_report
 
 SECRETS = ["T0AAAAAAA/B0BBBBBBB/XXXXXXXXXXXXXXXXXXXXXXXX", "chat.example/hook/abc123secret", "am-user:am-pass",
            "dash-token-0123456789", "hf_abcdefghijklmnopqrstuvwx", "wandb-key-999", "pg-password-1",

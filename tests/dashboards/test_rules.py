@@ -8,7 +8,7 @@ import subprocess
 
 import yaml
 
-from dashboards.prom_catalog import all_family_names
+from rlguard.dashboards.prom_catalog import all_family_names
 from tests.dashboards.conftest_ops import PROM_DIR, REPO, require
 
 RULES = PROM_DIR / "rules.yml"

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from dashboards.wandb_sink import WandbSink, WandbSinkConfig
-from monitors.alerts import Alert, Severity
-from monitors.events import MetricEvent
-from policies.decision import Action, Decision
+from rlguard.dashboards.wandb_sink import WandbSink, WandbSinkConfig
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Action, Decision
 
 
 def _feed(sink: WandbSink) -> None:
@@ -61,7 +61,7 @@ def test_sink_never_raises_into_the_run_and_turns_itself_off(tmp_path, caplog):
     sink.on_event(MetricEvent(step=0, metrics={"reward": 1.0}))
     assert sink.flush()
     sink.run.finish()  # W&B goes away behind the sink's back: every later call fails
-    with caplog.at_level(logging.WARNING, logger="dashboards.wandb_sink"):
+    with caplog.at_level(logging.WARNING, logger="rlguard.dashboards.wandb_sink"):
         for s in range(1, 6):
             sink.on_event(MetricEvent(step=s, metrics={"reward": 1.0}))
         sink.on_alert(Alert("stall", "stall", "", 5, Severity.WARNING, 5, "no step for 600 s"))

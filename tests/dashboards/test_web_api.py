@@ -9,11 +9,11 @@ import math
 import pytest
 from starlette.testclient import TestClient
 
-from dashboards.history import RunHistory
-from dashboards.web.app import build_app, dashboard_routes
-from monitors.alerts import Alert, Severity
-from monitors.events import MetricEvent
-from policies.decision import Action, Decision
+from rlguard.dashboards.history import RunHistory
+from rlguard.dashboards.web.app import build_app, dashboard_routes
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Action, Decision
 
 
 def _history_with_incident() -> RunHistory:

@@ -7,10 +7,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dashboards.history import RunHistory
-from dashboards.web.app import build_app
-from monitors.coverage import CoverageTracker
-from monitors.events import MetricEvent
+from rlguard.dashboards.history import RunHistory
+from rlguard.dashboards.web.app import build_app
+from rlguard.monitors.coverage import CoverageTracker
+from rlguard.monitors.events import MetricEvent
 from tests.dashboards.test_web_dashboard import ARTIFACTS, CHROMIUM, Server, pytestmark  # noqa: F401
 
 TRL_BETA0 = {"reward": 0.4, "entropy": 0.3, "response_length": 80.0, "truncated_fraction": 0.1, "grad_norm": 1.0}
@@ -64,7 +64,7 @@ def test_not_watched_panel_lists_unarmed_classes_and_follows_a_metric_appearing(
             assert "kl runaway (kl or kl_seq not logged)" in items
             assert "kl explosion (kl not logged)" in items
             assert not any("length collapse" in x for x in items)  # armed: response_length is logged
-            from monitors.coverage import CLASSES, coverage
+            from rlguard.monitors.coverage import CLASSES, coverage
 
             armed = sum(c.armed for c in coverage(TRL_BETA0))
             assert page.locator("#coverage-armed").inner_text() == f"({armed} of {len(CLASSES)} failure classes armed)"

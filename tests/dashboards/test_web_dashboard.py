@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dashboards.history import RunHistory
-from dashboards.web.app import build_app
-from monitors.alerts import Alert, Severity
-from monitors.events import MetricEvent
-from policies.decision import Action, Decision
+from rlguard.dashboards.history import RunHistory
+from rlguard.dashboards.web.app import build_app
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.events import MetricEvent
+from rlguard.policies.decision import Action, Decision
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

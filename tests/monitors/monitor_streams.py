@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from monitors.events import MetricEvent
+from rlguard.monitors.events import MetricEvent
 
 
 def healthy_stream(n: int = 300, seed: int = 0, reward_units: float = 1.0, reward_offset: float = 0.0,

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from monitors.calibration import cusum_threshold, expected_delay, pipeline_threshold, siegmund_arl
-from monitors.config import TrackConfig
-from monitors.track import MetricTrack
+from rlguard.monitors.calibration import cusum_threshold, expected_delay, pipeline_threshold, siegmund_arl
+from rlguard.monitors.config import TrackConfig
+from rlguard.monitors.track import MetricTrack
 
 
 def test_siegmund_matches_the_textbook_figure():

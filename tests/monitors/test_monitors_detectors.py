@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from monitors.alerts import Severity
-from monitors.config import MonitorConfig, monitor_config_from_dict
-from monitors.stack import MonitorStack
+from rlguard.monitors.alerts import Severity
+from rlguard.monitors.config import MonitorConfig, monitor_config_from_dict
+from rlguard.monitors.stack import MonitorStack
 from tests.monitors.monitor_streams import collapse, events, feed, healthy_stream, ramp
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from monitors.config import MonitorConfig
-from monitors.events import MetricEvent
-from monitors.stack import MonitorStack
+from rlguard.monitors.config import MonitorConfig
+from rlguard.monitors.events import MetricEvent
+from rlguard.monitors.stack import MonitorStack
 
 
 def _smooth_entropy(n: int, shift_at: int, new_level: float, seed: int = 0) -> list[MetricEvent]:

@@ -8,8 +8,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitors.events import MetricEvent
-from monitors.reader import EventReader
+from rlguard.monitors.events import MetricEvent
+from rlguard.monitors.reader import EventReader
 
 
 def _line(step, **metrics) -> str:
@@ -106,7 +106,7 @@ json_values = st.recursive(
                                                        max_size=4)),
 ), max_size=12), st.integers(1, 17))
 def test_fuzzed_input_never_crashes_the_reader_or_the_stack(lines, split):
-    from monitors.stack import MonitorStack
+    from rlguard.monitors.stack import MonitorStack
 
     blob = b"\n".join(lines) + b"\n"
     r = EventReader()

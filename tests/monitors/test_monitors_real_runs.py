@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from monitors.alerts import Severity
-from monitors.events import MetricEvent, event_from_dict
-from monitors.stack import MonitorStack
+from rlguard.monitors.alerts import Severity
+from rlguard.monitors.events import MetricEvent, event_from_dict
+from rlguard.monitors.stack import MonitorStack
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "bench" / "fixtures"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitors.events import MetricEvent
-from monitors.reader import EventReader
-from monitors.stack import MonitorStack
+from rlguard.monitors.events import MetricEvent
+from rlguard.monitors.reader import EventReader
+from rlguard.monitors.stack import MonitorStack
 
 FIXTURES = Path(__file__).resolve().parents[2] / "bench" / "fixtures"
 EVERY = 10  # logging_steps
@@ -266,7 +266,7 @@ def test_the_same_step_in_a_new_attempt_is_a_rollback_not_more_of_the_step():
 # -- coverage said out loud --------------------------------------------------------------------------
 
 def test_coverage_of_trl_grpo_at_beta_zero_says_kl_classes_are_off():
-    from monitors.coverage import coverage, summary
+    from rlguard.monitors.coverage import coverage, summary
 
     trl_beta0 = ["reward", "reward_std", "entropy", "response_length", "truncated_fraction", "grad_norm"]
     cov = {c.name: c for c in coverage(trl_beta0)}
@@ -282,7 +282,7 @@ def test_coverage_of_trl_grpo_at_beta_zero_says_kl_classes_are_off():
 
 
 def test_kl_and_kl_seq_are_one_witness_for_the_classes_they_strengthen():
-    from monitors.coverage import coverage
+    from rlguard.monitors.coverage import coverage
 
     cov = {c.name: c for c in coverage(["response_length", "kl"])}
     assert cov["length_collapse"].weaker_without == ("entropy",)  # not kl_seq: kl is logged
@@ -293,7 +293,7 @@ def test_kl_and_kl_seq_are_one_witness_for_the_classes_they_strengthen():
 def test_metrics_doc_coverage_table_is_generated_from_classes():
     from pathlib import Path
 
-    from monitors.coverage import CLASSES, doc_table
+    from rlguard.monitors.coverage import CLASSES, doc_table
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "METRICS.md").read_text()
     assert "## Coverage: which failure classes each metric arms" in doc

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from monitors.config import MonitorConfig, TrackConfig
-from monitors.stack import MonitorStack
-from monitors.track import MetricTrack
+from rlguard.monitors.config import MonitorConfig, TrackConfig
+from rlguard.monitors.stack import MonitorStack
+from rlguard.monitors.track import MetricTrack
 from tests.monitors.monitor_streams import collapse, events, feed, healthy_stream
 
 

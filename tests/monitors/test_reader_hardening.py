@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from monitors.events import BadEvent, parse_event_line
-from monitors.reader import MAX_LINE_BYTES, EventReader
+from rlguard.monitors.events import BadEvent, parse_event_line
+from rlguard.monitors.reader import MAX_LINE_BYTES, EventReader
 
 
 def test_a_line_over_the_cap_is_one_bad_line_reported_before_its_newline_then_skipped():

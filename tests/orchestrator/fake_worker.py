@@ -32,9 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from orchestrator.commands import CommandKind  # noqa: E402
-from orchestrator.sdk import connect  # noqa: E402
-from ppo.checkpoint_files import CheckpointError, checkpoint_dir_name, verify_checkpoint, write_checkpoint_dir  # noqa: E402
+from rlguard.orchestrator.commands import CommandKind  # noqa: E402
+from rlguard.orchestrator.sdk import connect  # noqa: E402
+from rlguard.ppo.checkpoint_files import (  # noqa: E402
+    CheckpointError,
+    checkpoint_dir_name,
+    verify_checkpoint,
+    write_checkpoint_dir,
+)
 
 
 def metrics_for(step: int, fault: dict, constraints: dict) -> dict:

@@ -8,9 +8,9 @@ import sys
 import threading
 from pathlib import Path
 
-from orchestrator.journal import read_journal
-from orchestrator.spec import RunConfig, parse_run_config
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.journal import read_journal
+from rlguard.orchestrator.spec import RunConfig, parse_run_config
+from rlguard.orchestrator.supervisor import Supervisor
 
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
 

@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from orchestrator.replay_cli import main
+from rlguard.orchestrator.replay_cli import main
 from tests.monitors.monitor_streams import collapse, healthy_stream
 
 N_STEPS, ONSET = 240, 180

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.spec import ConfigError, load_run_config, parse_run_config
-from ppo.config import ConfigError as TrainConfigError
-from ppo.config import load_train_config
+from rlguard.orchestrator.spec import ConfigError, load_run_config, parse_run_config
+from rlguard.ppo.config import ConfigError as TrainConfigError
+from rlguard.ppo.config import load_train_config
 
 
 @pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])

@@ -30,8 +30,8 @@ TINY_SETTINGS = ["--set", "lr=0.02", "--set", "kl_coef=0.02", "--set", "batch_si
 def demo_run(tmp_path_factory):
     import os
 
-    from orchestrator.cli import main
-    from ppo.tiny import build_tiny_lm
+    from rlguard.orchestrator.cli import main
+    from rlguard.ppo.tiny import build_tiny_lm
 
     tmp = tmp_path_factory.mktemp("demo")
     model = build_tiny_lm(tmp / "tiny-lm")
@@ -98,7 +98,7 @@ def test_demo_writes_reports_and_keeps_the_supervisor_record(demo_run):
 
 
 def test_demo_refuses_bad_settings_with_the_field_named(tmp_path, capsys):
-    from orchestrator.demo import main
+    from rlguard.orchestrator.demo.run import main
 
     rc = main(["--model", "bundled", "--no-serve", "--out", str(tmp_path / "x"), "--set", "batch_size=3"])
     assert rc == 2
@@ -109,7 +109,7 @@ def test_demo_refuses_bad_settings_with_the_field_named(tmp_path, capsys):
 
 
 def test_gold_text_metrics_flag_loops_and_empty_answers():
-    from orchestrator.demo_gold import is_empty, is_repetitive, pick_checkpoints, text_gold
+    from rlguard.orchestrator.demo.gold import is_empty, is_repetitive, pick_checkpoints, text_gold
 
     loop = "They understood your faith. They understood your faith. They understood your faith."
     fine = "The speech opened a conversation and encouraged people to speak out about their town."
@@ -125,7 +125,7 @@ def test_gold_text_metrics_flag_loops_and_empty_answers():
 
 
 def test_collapse_step_is_the_first_step_of_a_streak():
-    from orchestrator.demo_spec import collapse_step
+    from rlguard.orchestrator.demo.spec import collapse_step
 
     ev = [{"step": s, "metrics": {"kl": kl, "distinct_2": 0.9}} for s, kl in
           enumerate([0.1, 1.5, 0.2, 1.2, 1.3, 1.4], start=1)]
@@ -134,7 +134,7 @@ def test_collapse_step_is_the_first_step_of_a_streak():
 
 
 def test_narrator_quotes_the_step_written_last_not_an_abandoned_later_one(tmp_path):
-    from orchestrator.demo_narrate import latest_sample
+    from rlguard.orchestrator.demo.narrate import latest_sample
 
     path = tmp_path / "samples.jsonl"
     assert latest_sample(path) is None

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from monitors.alerts import Alert, Severity
-from orchestrator.journal import Journal, JournalError, read_journal
-from policies.decision import Action, Decision
-from policies.engine import PolicyEngine
-from policies.view import CheckpointView, RunView
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.orchestrator.journal import Journal, JournalError, read_journal
+from rlguard.policies.decision import Action, Decision
+from rlguard.policies.engine import PolicyEngine
+from rlguard.policies.view import CheckpointView, RunView
 
 ALERT = Alert("pattern_collapse", "collapse", "kl", 431, Severity.CRITICAL, 418, "kl 0.31")
 ROLLBACK = Decision(
@@ -173,7 +173,7 @@ def test_decision_history_rebuilds_the_policy_engine(tmp_path):
 
 SHORT_WRITE = r"""
 import resource, signal, sys
-from orchestrator.journal import Journal
+from rlguard.orchestrator.journal import Journal
 path = sys.argv[1]
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit: EFBIG, not a killed process
 j = Journal(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from orchestrator.launcher import Launcher, process_start_ticks
+from rlguard.orchestrator.launcher import Launcher, process_start_ticks
 
 
 def _stranger() -> subprocess.Popen:

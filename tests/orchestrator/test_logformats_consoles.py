@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.logformats import LogFormatError, detect, load_run
+from rlguard.orchestrator.logformats import LogFormatError, detect, load_run
 from tests.orchestrator.logformat_helpers import (
     ONSET,
     assert_same_alerts,

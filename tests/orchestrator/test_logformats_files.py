@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.logformats import LogFormatError, detect, load_run
+from rlguard.orchestrator.logformats import LogFormatError, detect, load_run
 from tests.orchestrator.logformat_helpers import (
     assert_same_alerts,
     collapse_rows,

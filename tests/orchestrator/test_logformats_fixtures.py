@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.logformats import detect, load_run
+from rlguard.orchestrator.logformats import detect, load_run
 from tests.orchestrator.logformat_helpers import replay_output
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "logs"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.logformats import detect, load_run
+from rlguard.orchestrator.logformats import detect, load_run
 from tests.orchestrator.logformat_helpers import replay_output
 
 REPO = Path(__file__).resolve().parents[2]

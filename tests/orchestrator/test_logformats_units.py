@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from orchestrator.logformats import LogFormatError, detect, load_run, open_source
-from orchestrator.logformats.pyliteral import NotALiteral, parse_literal
+from rlguard.orchestrator.logformats import LogFormatError, detect, load_run, open_source
+from rlguard.orchestrator.logformats.pyliteral import NotALiteral, parse_literal
 
 
 def _write(path, text: str):
@@ -138,7 +138,7 @@ def test_openrlhf_evaluation_line_joins_its_step(tmp_path):
 
 
 def test_trainer_guessed_from_tags():
-    from orchestrator.logformats.base import guess_trainer
+    from rlguard.orchestrator.logformats.base import guess_trainer
 
     assert guess_trainer({"train/policy_loss", "train/learning_rate", "train/kl"}) == "trl"  # trl logs policy_loss too
     assert guess_trainer({"train/policy_loss", "train/actor_lr", "train/kl"}) == "openrlhf"

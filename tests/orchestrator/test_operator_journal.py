@@ -3,10 +3,10 @@ fields: a malformed or oversized body is answered 400 and leaves no trace to rep
 
 from __future__ import annotations
 
-from orchestrator.operator import handle_operator
-from orchestrator.spec import parse_run_config
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.operator import handle_operator
+from rlguard.orchestrator.spec import parse_run_config
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.orchestrator.harness import journal
 
 

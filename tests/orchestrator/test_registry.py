@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from monitors.alerts import Alert, Severity
-from orchestrator.journal import Journal
-from orchestrator.registry import CheckpointRegistry, RegistryConfig, RegistryError
-from policies.view import Health
-from ppo.checkpoint_files import checkpoint_dir_name, list_checkpoints, write_checkpoint_dir
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.orchestrator.journal import Journal
+from rlguard.orchestrator.registry import CheckpointRegistry, RegistryConfig, RegistryError
+from rlguard.policies.view import Health
+from rlguard.ppo.checkpoint_files import checkpoint_dir_name, list_checkpoints, write_checkpoint_dir
 
 
 def write(root, step: int):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.replay_cli import main
+from rlguard.orchestrator.replay_cli import main
 from tests.monitors.monitor_streams import collapse, events, healthy_stream
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_json_lines_in_step_order_with_alerts_and_decisions(collapse_trace, caps
     assert 200 <= crit[0]["step"] <= 210 and crit[0]["onset_step"] <= crit[0]["step"]
     assert set(crit[0]) >= {"step", "type", "detector", "metric", "severity", "onset_step", "message"}
     assert "2 bad lines" in cap.err and "line 51" in cap.err
-    if importlib.util.find_spec("policies.replay") is not None:
+    if importlib.util.find_spec("rlguard.policies.replay") is not None:
         actions = [r for r in recs if r["type"] == "action"]
         assert actions, "policies are importable: decisions must be printed"
         assert {"action", "target_step", "reason", "params"} <= set(actions[0])
@@ -111,7 +111,7 @@ def _trl_beta0_trace(tmp_path) -> Path:
 def test_text_output_starts_with_the_coverage_block(tmp_path, capsys):
     assert main([str(_trl_beta0_trace(tmp_path)), "--no-policies"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    from monitors.coverage import CLASSES, coverage
+    from rlguard.monitors.coverage import CLASSES, coverage
 
     names = ["reward", "entropy", "response_length", "truncated_fraction"]
     armed = sum(c.armed for c in coverage(names))

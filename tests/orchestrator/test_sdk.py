@@ -7,10 +7,10 @@ import json
 import socket
 import threading
 
-from monitors.events import parse_event_line
-from orchestrator import sdk
-from orchestrator.commands import Command, CommandKind
-from orchestrator.control_api import ControlServer, build_app
+from rlguard.monitors.events import parse_event_line
+from rlguard.orchestrator import sdk
+from rlguard.orchestrator.commands import Command, CommandKind
+from rlguard.orchestrator.control_api import ControlServer, build_app
 
 
 class RecordingTarget:

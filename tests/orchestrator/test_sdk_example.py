@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.journal import read_journal
-from ppo.checkpoint_files import list_checkpoints, verify_checkpoint
+from rlguard.orchestrator.journal import read_journal
+from rlguard.ppo.checkpoint_files import list_checkpoints, verify_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "custom_loop.py"
@@ -56,7 +56,7 @@ def test_custom_loop_under_the_supervisor_rolls_back_tightened_then_halts(tmp_pa
     cfg = tmp_path / "run.yaml"
     cfg.write_text(CONFIG)
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--out", str(run), "-q"],
+    proc = subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "run", str(cfg), "--out", str(run), "-q"],
                           cwd=REPO, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 3, proc.stderr[-3000:]  # halted: the escalation ladder ran to its end
     entries = read_journal(run / "journal.jsonl").entries

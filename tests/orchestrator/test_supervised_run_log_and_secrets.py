@@ -54,7 +54,7 @@ def supervised_run(tmp_path_factory):
     run = tmp / "run"
     url = f"http://127.0.0.1:{receiver.server_port}/hooks/T000/B000/s3cr3t"
     env = dict(os.environ, RLGUARD_TEST_WEBHOOK=url, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--out", str(run)],
+    proc = subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "run", str(cfg), "--out", str(run)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     receiver.shutdown()
     yield proc, run, url, list(_Receiver.posts)
@@ -89,7 +89,7 @@ def test_the_webhook_url_can_come_from_an_environment_variable(supervised_run):
 
 
 def test_webhook_url_env_errors_name_the_field_and_the_fix(monkeypatch):
-    from orchestrator.spec import ConfigError, parse_run_config
+    from rlguard.orchestrator.spec import ConfigError, parse_run_config
 
     monkeypatch.delenv("RLGUARD_TEST_UNSET", raising=False)
     with pytest.raises(ConfigError, match=r"webhook_url_env.*RLGUARD_TEST_UNSET.*not set.*export"):

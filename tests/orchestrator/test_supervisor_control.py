@@ -8,10 +8,10 @@ import time
 import urllib.error
 import urllib.request
 
-from orchestrator import control_cli
-from orchestrator.run_files import read_supervisor_info, read_token
-from orchestrator.state import ExitCode, RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator import control_cli
+from rlguard.orchestrator.run_files import read_supervisor_info, read_token
+from rlguard.orchestrator.state import ExitCode, RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.orchestrator.harness import fake_config, journal, metric_steps, story
 
 

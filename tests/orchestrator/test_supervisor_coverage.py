@@ -9,9 +9,9 @@ import threading
 import time
 import urllib.request
 
-from orchestrator.run_files import read_supervisor_info
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.run_files import read_supervisor_info
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.orchestrator.harness import fake_config, journal, run_supervisor
 
 
@@ -63,8 +63,8 @@ def test_coverage_is_journaled_when_it_changes_and_served_in_status(tmp_path, ca
 
 def test_watch_journals_coverage_of_a_trl_stream_in_trl_names_and_serves_it(tmp_path):
     """`rlguard watch --names trl` on trl GRPO at beta 0 (no kl): said at the first event, once."""
-    from orchestrator.spec import parse_run_config
-    from orchestrator.watch import Watcher, _serve, follow
+    from rlguard.orchestrator.spec import parse_run_config
+    from rlguard.orchestrator.watch import Watcher, _serve, follow
 
     lines = [json.dumps({"step": s, "metrics": {"reward": 0.5, "entropy": 0.3, "completions/mean_length": 90.0,
                                                 "completions/clipped_ratio": 0.05, "grad_norm": 1.0}})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.state import ExitCode, RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.state import ExitCode, RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.orchestrator.harness import fake_config, journal, metric_steps, run_supervisor, story
 
 
@@ -166,8 +166,8 @@ class _MonitorsWithABug:
     """The real stack, except that one update raises: a bug must not end the run."""
 
     def __init__(self):
-        from monitors.config import monitor_config_from_dict
-        from monitors.stack import MonitorStack
+        from rlguard.monitors.config import monitor_config_from_dict
+        from rlguard.monitors.stack import MonitorStack
         from tests.orchestrator.harness import QUIET_MONITORS
 
         self.stack = MonitorStack(monitor_config_from_dict(QUIET_MONITORS))

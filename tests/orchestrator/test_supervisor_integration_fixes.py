@@ -11,14 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from monitors.events import MetricEvent
-from orchestrator.default_sinks import default_sinks_and_routes
-from orchestrator.operator import handle_operator
-from orchestrator.sinks import SinkFanout
-from orchestrator.spec import ConfigError, parse_run_config
-from orchestrator.state import ExitCode, RunState
-from orchestrator.supervisor import Supervisor
-from policies.decision import Action, Decision
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator.default_sinks import default_sinks_and_routes
+from rlguard.orchestrator.operator import handle_operator
+from rlguard.orchestrator.sinks import SinkFanout
+from rlguard.orchestrator.spec import ConfigError, parse_run_config
+from rlguard.orchestrator.state import ExitCode, RunState
+from rlguard.orchestrator.supervisor import Supervisor
+from rlguard.policies.decision import Action, Decision
 from tests.orchestrator.harness import FAST_SUPERVISOR, QUIET_MONITORS, fake_config, journal, run_supervisor
 
 
@@ -150,19 +150,19 @@ def test_a_custom_worker_is_only_tightened_on_the_knobs_it_reports(tmp_path):
     # The trainer section declares kl_coef and clip_range; the worker reports kl_coef and lr only.
     sup = _bare_supervisor(tmp_path, {"trainer": {"kl_coef": 0.05, "clip_range": 0.2},
                                       "supervisor": {"command": "python train.py"}})
-    sup.live.initial_constraints = sup._initial_constraints()
-    sup.live.constraints = sup._starting_constraints()
+    sup.live.initial_constraints = sup.initial_constraints()
+    sup.live.constraints = sup.starting_constraints()
     assert sup.live.constraints == {}  # nothing is known to be adjustable before the worker says so
-    sup._observe(MetricEvent(step=1, metrics={"kl": 0.02, "kl_coef": 0.07, "lr": 3e-6}))
-    sup._observe(MetricEvent(step=2, metrics={"kl": 0.02, "kl_coef": 0.08, "lr": 2e-6}))
-    view = sup._view()
+    sup.observe(MetricEvent(step=1, metrics={"kl": 0.02, "kl_coef": 0.07, "lr": 3e-6}))
+    sup.observe(MetricEvent(step=2, metrics={"kl": 0.02, "kl_coef": 0.08, "lr": 2e-6}))
+    view = sup.view()
     assert set(view.constraints) == {"kl_coef", "lr"}  # no clip_range for a worker without one
     assert view.initial_constraints["kl_coef"] == 0.05  # declared: relax aims at it
     assert view.initial_constraints["lr"] == 3e-6  # undeclared: the first reported value
     # The built-in worker still starts from the trainer's defaults for the knobs not declared.
     builtin = _bare_supervisor(tmp_path / "b", {"trainer": {"kl_coef": 0.05}})
-    builtin.live.initial_constraints = builtin._initial_constraints()
-    assert set(builtin._starting_constraints()) == {"kl_coef", "clip_range", "lr"}
+    builtin.live.initial_constraints = builtin.initial_constraints()
+    assert set(builtin.starting_constraints()) == {"kl_coef", "clip_range", "lr"}
     sup.journal.close()
     builtin.journal.close()
 
@@ -172,8 +172,8 @@ def test_the_view_lists_the_monitors_open_incidents(tmp_path):
         {"metric": "kl", "upper": 0.5, "patience_steps": 1, "severity": "warning"}]}),
         "supervisor": {"command": "python train.py"}})
     for step in range(1, 6):
-        sup._observe(MetricEvent(step=step, metrics={"kl": 0.9}))
-    assert sup._view().open_warnings == sup.monitors.open_incidents() != {}
+        sup.observe(MetricEvent(step=step, metrics={"kl": 0.9}))
+    assert sup.view().open_warnings == sup.monitors.open_incidents() != {}
     sup.journal.close()
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.orchestrator.harness import (
     FAKE_WORKER,
     FAST_SUPERVISOR,
@@ -74,7 +74,7 @@ def test_kill_9_of_the_supervisor_then_resume_reattaches_to_the_live_worker(tmp_
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump({"monitors": QUIET_MONITORS, "supervisor": sup_cfg}))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "orchestrator.cli", "run"]
+    cmd = [sys.executable, "-m", "rlguard.orchestrator.cli", "run"]
     first = subprocess.Popen(cmd + [str(cfg_path), "--out", str(run_dir), "-q"], env=env, cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = None

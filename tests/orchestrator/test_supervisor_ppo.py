@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.orchestrator.harness import FAST_SUPERVISOR, QUIET_MONITORS, journal, run_supervisor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_tiny_ppo_collapse_is_rolled_back_tightened_and_completes(tmp_path, monkeypatch):
-    from orchestrator.spec import parse_run_config
-    from ppo.tiny import build_tiny_lm
+    from rlguard.orchestrator.spec import parse_run_config
+    from rlguard.ppo.tiny import build_tiny_lm
 
     model = build_tiny_lm(tmp_path / "tiny-lm")
     monkeypatch.setenv("RLGUARD_TEST_EXPLOIT", "8:22")  # reward calls 8..21 pay for degenerate text

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import time
 
-from monitors.events import MetricEvent
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator import restarts
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.orchestrator.harness import fake_config, journal, metric_steps, run_supervisor
 
 
@@ -76,20 +77,20 @@ def test_events_of_an_abandoned_timeline_do_not_undo_the_decided_constraints(tmp
         sup.live.constraints = {"kl_coef": 0.2, "clip_range": 0.1, "lr": 5e-6}  # decided by a rollback
         for state in (RunState.ROLLING_BACK, RunState.RESTARTING):
             sup.live.state = state
-            sup._observe(MetricEvent(step=6, metrics={"kl": 0.1, "kl_coef": 0.05, "clip_range": 0.2, "lr": 1e-5},
+            sup.observe(MetricEvent(step=6, metrics={"kl": 0.1, "kl_coef": 0.05, "clip_range": 0.2, "lr": 1e-5},
                                      time=time.time(), attempt=0))
             assert sup.live.constraints == {"kl_coef": 0.2, "clip_range": 0.1, "lr": 5e-6}
             sup.live.last_seen.clear()
         sup.live.state = RunState.RUNNING  # a running worker's reports are the truth again
-        sup._observe(MetricEvent(step=7, metrics={"kl": 0.1, "kl_coef": 0.3}, time=time.time(), attempt=0))
+        sup.observe(MetricEvent(step=7, metrics={"kl": 0.1, "kl_coef": 0.3}, time=time.time(), attempt=0))
         assert sup.live.constraints["kl_coef"] == 0.3
     finally:
         sup.journal.close()
 
 
 def test_a_tighten_the_worker_never_applied_carries_over_to_the_relaunch(tmp_path):
-    from orchestrator.commands import Command, CommandKind
-    from policies.decision import Action, Decision
+    from rlguard.orchestrator.commands import Command, CommandKind
+    from rlguard.policies.decision import Action, Decision
 
     cfg = fake_config(tmp_path, {"steps": 4})
     sup = Supervisor(tmp_path / "run", cfg, serve_http=False, scheduler=False)
@@ -99,9 +100,9 @@ def test_a_tighten_the_worker_never_applied_carries_over_to_the_relaunch(tmp_pat
         d = Decision(Action.TIGHTEN, 5, "test", params={"kl_coef": 0.1})
         did = sup.journal.decided(d, alerts=(), constraints=sup.live.constraints, target=None, source="policy")
         sup.send(Command(CommandKind.SET_CONSTRAINTS, {"kl_coef": 0.1}, decision_id=did), d)
-        sup.restart("worker exited 3")
+        restarts.restart(sup, "worker exited 3")
         assert sup.live.constraints["kl_coef"] == 0.1
-        assert sup._constraint_overrides()["kl_coef"] == 0.1
+        assert sup.constraint_overrides()["kl_coef"] == 0.1
         done = _events(tmp_path / "run", "decision", phase="done")
         assert done and "recorded for the relaunch" in done[0]["outcome"]["message"]
     finally:

@@ -7,11 +7,11 @@ import threading
 import time
 import urllib.request
 
-from orchestrator import control_cli
-from orchestrator.default_sinks import default_sinks_and_routes
-from orchestrator.run_files import read_supervisor_info
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator import control_cli
+from rlguard.orchestrator.default_sinks import default_sinks_and_routes
+from rlguard.orchestrator.run_files import read_supervisor_info
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.orchestrator.harness import fake_config, run_supervisor
 
 
@@ -65,7 +65,7 @@ def test_exporter_and_live_dashboard_ride_on_the_supervisor_port(tmp_path, capsy
     assert "state:        running" in out and "checkpoints:" in out and "non_finite" in out
     import re
 
-    from monitors.coverage import CLASSES
+    from rlguard.monitors.coverage import CLASSES
 
     armed = re.search(r"coverage: +(\d+)/(\d+) failure classes armed", out)
     assert armed and int(armed.group(2)) == len(CLASSES) and int(armed.group(1)) < len(CLASSES)

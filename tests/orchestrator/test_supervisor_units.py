@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from monitors.alerts import Alert, Severity
-from monitors.events import MetricEvent
-from orchestrator import periodic
-from orchestrator.commands import Ack, Command, CommandKind
-from orchestrator.launcher import describe_exit, expand_argv
-from orchestrator.sinks import SinkFanout
-from orchestrator.spec import ConfigError, load_run_config, parse_run_config
-from orchestrator.state import ExitCode, RunState
-from orchestrator.supervisor import Supervisor
-from policies.decision import Action, Decision
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.events import MetricEvent
+from rlguard.orchestrator import liveness, periodic
+from rlguard.orchestrator.commands import Ack, Command, CommandKind
+from rlguard.orchestrator.launcher import describe_exit, expand_argv
+from rlguard.orchestrator.sinks import SinkFanout
+from rlguard.orchestrator.spec import ConfigError, load_run_config, parse_run_config
+from rlguard.orchestrator.state import ExitCode, RunState
+from rlguard.orchestrator.supervisor import Supervisor
+from rlguard.policies.decision import Action, Decision
 from tests.orchestrator.harness import journal
 
 # ------------------------------------------------------------------ config
@@ -47,7 +47,7 @@ def test_unknown_and_bad_fields_are_named_with_the_fix(tmp_path):
 
 
 def test_monitor_and_policy_sections_are_validated_before_anything_starts():
-    from orchestrator.components import validate_all
+    from rlguard.orchestrator.components import validate_all
 
     with pytest.raises(ConfigError, match="rollbak"):
         validate_all(parse_run_config({"policies": {"rollbak": {}}}))
@@ -58,7 +58,7 @@ def test_monitor_and_policy_sections_are_validated_before_anything_starts():
 
 
 def test_run_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
-    from orchestrator.run_cli import run_main
+    from rlguard.orchestrator.run_cli import run_main
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("supervisor:\n  max_restarts: lots\n")
@@ -208,24 +208,24 @@ def test_frozen_worker_restart_backoff_and_budget_follow_the_clock(tmp_path):
         sup.handle(sup.post("sync", {"attempt": 0, "events": []}))
         assert sup.live.state is RunState.RUNNING
         clock.now += 9.0
-        sup.check_liveness()
+        liveness.check_liveness(sup)
         assert sup.live.state is RunState.RUNNING  # 9 s < heartbeat_timeout_s
         delays = []
         for _ in range(3):
             clock.now += 11.0  # silent longer than heartbeat_timeout_s: frozen
-            sup.check_liveness()
+            liveness.check_liveness(sup)
             assert sup.live.state is RunState.RESTARTING and sup.live.worker is None
             delays.append(sup.live.relaunch_at - clock.now)
-            sup.check_timers()
+            liveness.check_timers(sup)
             assert sup.live.state is RunState.RESTARTING  # still backing off
             clock.now = sup.live.relaunch_at
-            sup.check_timers()
+            liveness.check_timers(sup)
             assert sup.live.state is RunState.STARTING
             sup.worker_heartbeat({"progress_age_s": 0.0})
         assert delays == [2.0, 6.0, 10.0]  # 2 * 3**n, capped at 10
         assert sup.live.restarts_left == 0
         clock.now += 11.0
-        sup.check_liveness()
+        liveness.check_liveness(sup)
         assert sup.live.state is RunState.FAILED and "restart budget spent (3)" in sup.live.reason
     finally:
         if sup.live.worker is not None:
@@ -246,12 +246,12 @@ def test_hung_loop_is_told_from_a_pause(tmp_path):
         for _ in range(30):  # 300 s paused: heartbeats flow, no progress, but paused is not hung
             clock.now += 10.0
             sup.worker_heartbeat({"progress_age_s": 200.0, "paused": True})
-            sup.check_liveness()
+            liveness.check_liveness(sup)
         assert sup.live.state is RunState.PAUSED
         sup.handle(sup.post("operator", {"action": "resume", "body": {}}))
         clock.now += 1.0
         sup.worker_heartbeat({"progress_age_s": 150.0, "paused": False})
-        sup.check_liveness()
+        liveness.check_liveness(sup)
         assert sup.live.state is RunState.RESTARTING and "(hung)" in sup.live.reason
     finally:
         if sup.live.worker is not None:

@@ -12,9 +12,9 @@ import threading
 import pytest
 import yaml
 
-from orchestrator import control_cli
-from orchestrator.control_cli import ControlError, call
-from orchestrator.sdk import WorkerClient
+from rlguard.orchestrator import control_cli
+from rlguard.orchestrator.control_cli import ControlError, call
+from rlguard.orchestrator.sdk import WorkerClient
 
 
 def _own_address() -> str:

@@ -36,7 +36,7 @@ def _params_digest(*models) -> str:
 
 def traced_main() -> int:
     """orchestrator.ppo_worker.main, with a per-rank trace of every step."""
-    import orchestrator.ppo_worker as worker
+    import rlguard.orchestrator.ppo_worker as worker
 
     real_train = worker.train
 
@@ -73,7 +73,7 @@ def _trace(path: Path) -> list[dict]:
 
 
 def _run_config(tmp_path: Path, steps: int, torchrun_args: list[str], rollback_mode: str) -> Path:
-    from ppo.tiny import build_tiny_lm
+    from rlguard.ppo.tiny import build_tiny_lm
 
     model = build_tiny_lm(tmp_path / "tiny-lm")
     monitors = {name: {"enabled": False} for name in ("spike", "change_point", "drift", "patterns", "eval_shape",
@@ -105,7 +105,7 @@ def _env(trace: Path) -> dict:
 
 
 def _rlguard_run(cfg_path: Path, run_dir: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg_path), "--out", str(run_dir),
+    return subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "run", str(cfg_path), "--out", str(run_dir),
                            "-q"], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
 
 

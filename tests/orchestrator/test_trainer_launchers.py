@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.openrlhf_launch import OpenRLHFLauncher, openrlhf_stdout_line_to_event, parse_flags
-from orchestrator.spec import ConfigError, parse_run_config
-from orchestrator.supervisor import Supervisor
-from orchestrator.trainer_specs import OpenRLHFSection, VerlSection
-from orchestrator.verl_launch import VerlLauncher, verl_file_record_to_event
+from rlguard.orchestrator.openrlhf_launch import OpenRLHFLauncher, openrlhf_stdout_line_to_event, parse_flags
+from rlguard.orchestrator.spec import ConfigError, parse_run_config
+from rlguard.orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.trainer_specs import OpenRLHFSection, VerlSection
+from rlguard.orchestrator.verl_launch import VerlLauncher, verl_file_record_to_event
 from tests.orchestrator.harness import FAST_SUPERVISOR, QUIET_MONITORS, journal, run_supervisor, story
 
 HERE = Path(__file__).parent
@@ -241,7 +241,7 @@ def test_a_halt_stops_the_verl_process_group(tmp_path):
     result = run_supervisor(sup, timeout_s=40)
     assert result.state.value == "halted"
     assert ("decision", "halt", "done") in story(run_dir)
-    assert sup.live.worker is None and sup._exited_worker.poll()[0]  # the trainer is gone, not left training
+    assert sup.live.worker is None and sup.exited_worker.poll()[0]  # the trainer is gone, not left training
     assert max(e["step"] for e in _metrics(run_dir)) < 20
 
 
@@ -290,11 +290,11 @@ def test_a_rewritten_rollback_target_is_marked_corrupt_and_the_next_older_health
 
 @pytest.mark.parametrize("name", ["verl_grpo.yaml", "openrlhf_ppo.yaml"])
 def test_the_example_configs_parse_and_build_a_command_line(name, tmp_path):
-    from orchestrator.spec import load_run_config
-    from orchestrator.supervisor import _make_launcher
+    from rlguard.orchestrator.run_context import make_launcher
+    from rlguard.orchestrator.spec import load_run_config
 
     cfg, _ = load_run_config(HERE.parents[1] / "examples" / name)
-    launcher = _make_launcher(tmp_path, tmp_path / "config.yaml", cfg.supervisor)
+    launcher = make_launcher(tmp_path, tmp_path / "config.yaml", cfg.supervisor)
     launcher.initial = launcher.initial_constraints()
     assert "kl_coef" in launcher.initial and "clip_range" in launcher.initial
     argv, _ = launcher.build(0, None, False, {})

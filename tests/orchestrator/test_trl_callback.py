@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.integrations.metric_names import has_training_metrics, map_metrics, table_for
-from orchestrator.journal import read_journal
-from ppo.checkpoint_files import list_checkpoints, verify_checkpoint
+from rlguard.orchestrator.integrations.metric_names import has_training_metrics, map_metrics, table_for
+from rlguard.orchestrator.journal import read_journal
+from rlguard.ppo.checkpoint_files import list_checkpoints, verify_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "trl_grpo.py"
@@ -68,8 +68,8 @@ def test_constraints_checkpoints_and_rollback_on_a_real_trl_trainer(tmp_path, ki
 
     Config, Trainer = (GRPOConfig, GRPOTrainer) if kind == "grpo" else (RLOOConfig, RLOOTrainer)
 
-    from orchestrator.integrations.trl_callback import ConstraintError, RLGuardCallback
-    from ppo.tiny import build_tiny_lm
+    from rlguard.orchestrator.integrations.trl_callback import ConstraintError, RLGuardCallback
+    from rlguard.ppo.tiny import build_tiny_lm
 
     torch.set_num_threads(1)
     model_dir = build_tiny_lm(tmp_path / "model")
@@ -138,7 +138,7 @@ def test_grpo_under_the_supervisor_is_tightened_and_rolled_back(tmp_path, mode):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(CONFIG.format(example=EXAMPLE, mode=mode))
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--out", str(run), "-q"],
+    proc = subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "run", str(cfg), "--out", str(run), "-q"],
                           cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     entries = read_journal(run / "journal.jsonl").entries

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.journal import read_journal
-from orchestrator.spec import ConfigError
-from orchestrator.watch import HookRunner, parse_hooks
-from policies.decision import Action, Decision
+from rlguard.orchestrator.journal import read_journal
+from rlguard.orchestrator.spec import ConfigError
+from rlguard.orchestrator.watch import HookRunner, parse_hooks
+from rlguard.policies.decision import Action, Decision
 from tests.monitors.monitor_streams import collapse, events, healthy_stream
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def _collapse_lines(n: int = 130, onset: int = 100) -> list[str]:
 
 
 def _watch(tmp: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "watch", str(tmp / "metrics.jsonl"),
+    return subprocess.Popen([sys.executable, "-m", "rlguard.orchestrator.cli", "watch", str(tmp / "metrics.jsonl"),
                              "--out", str(tmp / "watch"), "--poll-s", "0.05", "--checkpoint-every", "20", "-q",
                              *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -115,7 +115,7 @@ def test_watch_stops_on_sigterm_and_halt_hook_ends_with_code_3(tmp_path):
     metrics2 = tmp_path / "m2.jsonl"
     metrics2.write_text("".join(_collapse_lines(130)))
     halted = tmp_path / "halted"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "watch", str(metrics2), "--config", str(cfg),
+    proc = subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "watch", str(metrics2), "--config", str(cfg),
                            "--out", str(tmp_path / "w2"), "--checkpoint-every", "1000", "--until-idle", "1",
                            "--poll-s", "0.05", "-q", "--hook", f"halt=touch {halted}"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -131,7 +131,7 @@ def test_bad_hooks_and_config_are_usage_errors(tmp_path):
     assert parse_hooks(["halt=kill -TERM 123"]) == {"halt": "kill -TERM 123"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("monitors:\n  track: {warmup_steps: 1}\n")
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "watch", str(tmp_path / "m.jsonl"),
+    proc = subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "watch", str(tmp_path / "m.jsonl"),
                            "--config", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "warmup_steps" in proc.stderr
 

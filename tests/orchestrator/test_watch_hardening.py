@@ -10,17 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-from monitors.reader import EventReader
-from orchestrator import watch
-from orchestrator.journal import read_journal
-from orchestrator.watch import HookRunner
-from policies.decision import Action, Decision
+from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator import watch
+from rlguard.orchestrator.journal import read_journal
+from rlguard.orchestrator.watch import HookRunner
+from rlguard.policies.decision import Action, Decision
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _watch(tmp: Path, metrics: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", "watch", str(metrics), "--out", str(tmp / "w"),
+    return subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", "watch", str(metrics), "--out", str(tmp / "w"),
                            "--until-idle", "1", "--poll-s", "0.05", "-q", *extra], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 

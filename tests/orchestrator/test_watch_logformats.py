@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.journal import read_journal
+from rlguard.orchestrator.journal import read_journal
 from tests.orchestrator.logformat_helpers import ONSET, collapse_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ VERL_NAMES = {"kl": "actor/kl_loss", "reward": "critic/score/mean", "response_le
 def test_watch_tails_a_verl_console_log_and_rolls_back(tmp_path):
     log = tmp_path / "verl.log"
     marker = tmp_path / "rollback.json"
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "watch", str(log), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "rlguard.orchestrator.cli", "watch", str(log), "--out",
                              str(tmp_path / "watch"), "--poll-s", "0.05", "--checkpoint-every", "20", "-q",
                              "--until-idle", "2", "--hook", f"rollback=cat > {marker}"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

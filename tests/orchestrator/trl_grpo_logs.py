@@ -14,7 +14,7 @@ def main(out: str, steps: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from ppo.tiny import build_tiny_lm
+    from rlguard.ppo.tiny import build_tiny_lm
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

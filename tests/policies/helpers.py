@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from monitors.alerts import Alert, Severity
-from policies.view import CheckpointView, RunView
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.policies.view import CheckpointView, RunView
 
 INITIAL = {"kl_coef": 0.05, "clip_range": 0.2, "lr": 1e-6}
 

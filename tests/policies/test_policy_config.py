@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from policies.config import PolicyConfig, PolicyConfigError, load_policy_config, policy_config_from_dict
-from policies.constraints import relax, tighten
+from rlguard.policies.config import (
+    PolicyConfig,
+    PolicyConfigError,
+    load_policy_config,
+    policy_config_from_dict,
+)
+from rlguard.policies.constraints import relax, tighten
 
 
 def test_defaults_and_partial_yaml(tmp_path):

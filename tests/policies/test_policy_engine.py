@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from monitors.alerts import Alert, Severity
-from policies.config import PolicyConfig, policy_config_from_dict
-from policies.decision import Action, Decision
-from policies.engine import PolicyEngine
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.policies.config import PolicyConfig, policy_config_from_dict
+from rlguard.policies.decision import Action, Decision
+from rlguard.policies.engine import PolicyEngine
 from tests.policies.helpers import INITIAL, crit, view, warn
 
 
@@ -333,7 +333,7 @@ def test_decide_rejects_bad_input_by_name():
     engine = PolicyEngine(PolicyConfig())
     with pytest.raises(ValueError, match="step must be an int >= 0"):
         engine.decide(-1, [], view(0))
-    with pytest.raises(TypeError, match="monitors.alerts.Alert"):
+    with pytest.raises(TypeError, match="rlguard.monitors.alerts.Alert"):
         engine.decide(1, [{"code": "spike"}], view(1))
 
 

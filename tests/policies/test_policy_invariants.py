@@ -8,11 +8,11 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitors.alerts import Alert, Severity
-from policies.config import policy_config_from_dict
-from policies.decision import Action
-from policies.engine import PolicyEngine
-from policies.view import CheckpointView, RunView
+from rlguard.monitors.alerts import Alert, Severity
+from rlguard.policies.config import policy_config_from_dict
+from rlguard.policies.decision import Action
+from rlguard.policies.engine import PolicyEngine
+from rlguard.policies.view import CheckpointView, RunView
 
 CFG = policy_config_from_dict(
     {

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from policies.config import policy_config_from_dict
-from policies.decision import Action
-from policies.replay import ReplaySimulator
-from policies.view import Health
+from rlguard.policies.config import policy_config_from_dict
+from rlguard.policies.decision import Action
+from rlguard.policies.replay import ReplaySimulator
+from rlguard.policies.view import Health
 from tests.policies.helpers import crit, warn
 
 START = {"kl_coef": 0.05, "clip_range": 0.2, "lr": 1e-6}

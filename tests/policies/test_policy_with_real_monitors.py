@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from monitors.events import MetricEvent
-from monitors.stack import MonitorStack
-from policies.decision import Action
-from policies.replay import ReplaySimulator
-from policies.view import Health
+from rlguard.monitors.events import MetricEvent
+from rlguard.monitors.stack import MonitorStack
+from rlguard.policies.decision import Action
+from rlguard.policies.replay import ReplaySimulator
+from rlguard.policies.view import Health
 
 
 def collapsing_run(steps: int = 300, collapse_at: int = 200, nan_at: int = 150):

@@ -10,8 +10,8 @@ import torch.distributed as dist
 def main(rank: int, world: int, init_file: str, model_dir: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    from ppo.config import load_train_config
-    from ppo.trainer import PPOTrainer
+    from rlguard.ppo.config import load_train_config
+    from rlguard.ppo.trainer import PPOTrainer
     from tests.ppo.ppo_helpers import fast_overrides
 
     t = PPOTrainer(load_train_config(None, fast_overrides(model_dir, critic_pretrain_steps=0)))

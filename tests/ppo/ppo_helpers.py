@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ppo.tiny import build_tiny_lm, build_tiny_reward_model
+from rlguard.ppo.tiny import build_tiny_lm, build_tiny_reward_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,5 +34,5 @@ def fast_overrides(model_dir: Path, **extra) -> list[str]:
 def run_cli(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     """`python -m orchestrator.cli ARGS` in a fresh process (what a user or the supervisor runs)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "rlguard.orchestrator.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)

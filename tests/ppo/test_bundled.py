@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppo import bundled
+from rlguard.ppo import bundled
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_marker_from_another_conversion_format_is_not_trusted(tmp_path):
 _CHILD = """
 import sys, torch
 torch.set_num_threads(1)
-from ppo.bundled import bundled_model_dir
+from rlguard.ppo.bundled import bundled_model_dir
 print("DIR", bundled_model_dir())
 """
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from ppo.checkpoint_files import (
+from rlguard.ppo.checkpoint_files import (
     CheckpointError,
     checkpoint_dir_name,
     recover_interrupted_replace,
@@ -89,7 +89,7 @@ def test_a_torn_new_copy_falls_back_to_the_old_one(tmp_path):
 
 
 def test_run_files_cleanup_keeps_the_checkpoint_a_crash_left_in_temp_names(tmp_path):
-    from orchestrator.run_files import RunFiles
+    from rlguard.orchestrator.run_files import RunFiles
 
     files = RunFiles(tmp_path / "run")
     final = _crash_between_the_renames(files.checkpoints_dir, 5)

@@ -7,10 +7,10 @@ import threading
 import pytest
 import torch
 
-from ppo.async_checkpoint import AsyncCheckpointWriter
-from ppo.checkpoint_files import read_manifest, verify_checkpoint
-from ppo.config import load_train_config
-from ppo.trainer import PPOTrainer
+from rlguard.ppo.async_checkpoint import AsyncCheckpointWriter
+from rlguard.ppo.checkpoint_files import read_manifest, verify_checkpoint
+from rlguard.ppo.config import load_train_config
+from rlguard.ppo.trainer import PPOTrainer
 from tests.ppo.ppo_helpers import tiny_lm
 
 

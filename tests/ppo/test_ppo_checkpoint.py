@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from ppo.checkpoint_files import CheckpointError, read_manifest
-from ppo.config import load_train_config
-from ppo.trainer import PPOTrainer
+from rlguard.ppo.checkpoint_files import CheckpointError, read_manifest
+from rlguard.ppo.config import load_train_config
+from rlguard.ppo.trainer import PPOTrainer
 from tests.ppo.ppo_helpers import fast_overrides, run_cli, tiny_lm
 
 
@@ -37,7 +37,7 @@ def _events(path):
 
 
 def test_resume_in_a_new_process_reproduces_the_uninterrupted_run(lm, tmp_path):
-    from ppo.cli import run_training
+    from rlguard.ppo.cli import run_training
 
     overrides = fast_overrides(lm, steps=4, checkpoint_every=2, eval_every=2, critic_pretrain_steps=1)
     # 4 steps in this process; 2 steps in this process, then a NEW process resumes for 2 more.
@@ -105,7 +105,7 @@ def test_corrupt_checkpoints_are_refused_before_anything_is_loaded(checkpoint, l
 
 
 def test_resume_with_another_model_is_refused(checkpoint, tmp_path_factory):
-    from ppo.tiny import build_tiny_lm
+    from rlguard.ppo.tiny import build_tiny_lm
 
     other = build_tiny_lm(tmp_path_factory.mktemp("other"), seed=3)
     t = PPOTrainer(load_train_config(None, fast_overrides(other)))
@@ -114,7 +114,7 @@ def test_resume_with_another_model_is_refused(checkpoint, tmp_path_factory):
 
 
 def test_cli_reports_a_corrupt_checkpoint_with_exit_2(checkpoint, lm, tmp_path, capsys):
-    from orchestrator.cli import main
+    from rlguard.orchestrator.cli import main
 
     bad = shutil.copytree(checkpoint, tmp_path / "bad")
     (bad / "manifest.json").unlink()
@@ -127,7 +127,7 @@ def test_cli_reports_a_corrupt_checkpoint_with_exit_2(checkpoint, lm, tmp_path, 
 
 
 def test_resume_keeps_saved_constraints_unless_new_ones_are_given(checkpoint, lm, tmp_path):
-    from ppo.cli import run_training
+    from rlguard.ppo.cli import run_training
 
     cfg = load_train_config(None, fast_overrides(lm, steps=2, critic_pretrain_steps=1))
     kept = run_training(cfg, tmp_path / "kept", resume=checkpoint, progress=False)
@@ -142,7 +142,7 @@ def test_a_listed_and_hashed_file_that_is_not_safetensors_is_a_checkpoint_error(
     """The manifest's hashes only prove the bytes are the ones written: bytes that are not a
     safetensors file (a writer bug, a hand-edited manifest) are a CheckpointError naming the file,
     not a SafetensorError crash."""
-    from ppo.checkpoint_files import sha256_file
+    from rlguard.ppo.checkpoint_files import sha256_file
 
     bad = shutil.copytree(checkpoint, tmp_path / "step-000001")
     (bad / "policy.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from orchestrator.cli import main
-from ppo.config import PRESETS, ConfigError, TrainConfig, describe_config, load_train_config
+from rlguard.orchestrator.cli import main
+from rlguard.ppo.config import PRESETS, ConfigError, TrainConfig, describe_config, load_train_config
 
 
 def test_presets_set_flag_defaults_and_explicit_values_win(tmp_path):

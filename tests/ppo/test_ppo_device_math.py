@@ -8,7 +8,7 @@ exact failure a CPU-built index or zeros tensor causes on CUDA.
 import pytest
 import torch
 
-from ppo import ppo_max as X
+from rlguard.ppo import ppo_max as X
 
 
 def _inputs(device):
@@ -41,9 +41,9 @@ def test_token_rewards_accepts_scores_from_another_device_and_dtype():
 def test_a_bfloat16_model_trains_with_float32_losses_and_finite_metrics(tmp_path_factory):
     import math
 
-    from ppo.config import load_train_config
-    from ppo.rollout import response_logprobs, response_values, sample
-    from ppo.trainer import PPOTrainer
+    from rlguard.ppo.config import load_train_config
+    from rlguard.ppo.rollout import response_logprobs, response_values, sample
+    from rlguard.ppo.trainer import PPOTrainer
     from tests.ppo.ppo_helpers import fast_overrides, tiny_lm
 
     t = PPOTrainer(load_train_config(None, fast_overrides(tiny_lm(tmp_path_factory), critic_pretrain_steps=0,

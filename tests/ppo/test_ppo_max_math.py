@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from ppo import ppo_max as X
+from rlguard.ppo import ppo_max as X
 
 
 def _gae_loop(rewards, values, lengths, gamma, lam):

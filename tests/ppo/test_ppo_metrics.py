@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from ppo import metrics as M
+from rlguard.ppo import metrics as M
 
 # Two responses: 3 tokens (ended with EOS) and 1 token then padding (truncated at the limit).
 LOGP = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -9.0, -9.0]])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ppo.prompts import DataCursor, DataError, load_texts
+from rlguard.ppo.prompts import DataCursor, DataError, load_texts
 
 
 def test_builtin_sets_are_shipped_and_disjoint():

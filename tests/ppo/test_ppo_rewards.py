@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ppo.rewards import CallableReward, HFReward, RewardError, SentimentReward, build_reward
+from rlguard.ppo.rewards import CallableReward, HFReward, RewardError, SentimentReward, build_reward
 from tests.ppo.ppo_helpers import tiny_rm
 
 CPU = torch.device("cpu")

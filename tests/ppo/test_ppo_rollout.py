@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ppo.rollout import (
+from rlguard.ppo.rollout import (
     _top_p_filter,
     draw_next_tokens,
     encode_prompts,

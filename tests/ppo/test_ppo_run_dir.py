@@ -4,10 +4,10 @@ import json
 
 import torch
 
-from monitors.events import parse_event_line
-from ppo.checkpoint_files import list_checkpoints, verify_checkpoint
-from ppo.cli import run_training
-from ppo.config import load_train_config
+from rlguard.monitors.events import parse_event_line
+from rlguard.ppo.checkpoint_files import list_checkpoints, verify_checkpoint
+from rlguard.ppo.cli import run_training
+from rlguard.ppo.config import load_train_config
 from tests.ppo.ppo_helpers import fast_overrides, tiny_lm
 
 

@@ -2,7 +2,7 @@
 
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from ppo.tiny import build_tiny_lm, build_tiny_reward_model
+from rlguard.ppo.tiny import build_tiny_lm, build_tiny_reward_model
 
 
 def test_tiny_lm_and_reward_model_load_and_share_a_tokenizer(tmp_path):

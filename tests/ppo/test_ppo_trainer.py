@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from ppo.config import load_train_config
-from ppo.trainer import PPOTrainer
+from rlguard.ppo.config import load_train_config
+from rlguard.ppo.trainer import PPOTrainer
 from tests.ppo.ppo_helpers import fast_overrides, tiny_lm, tiny_rm
 
 REQUIRED = ["reward", "reward_std", "kl", "kl_seq", "perplexity", "ref_perplexity", "response_length",
@@ -123,7 +123,7 @@ def test_a_nan_reward_is_reported_and_skips_the_update_without_poisoning_the_run
 
 
 def test_chat_template_on_a_tokenizer_without_one_is_a_config_error(lm):
-    from ppo.config import ConfigError
+    from rlguard.ppo.config import ConfigError
 
     with pytest.raises(ConfigError, match="chat_template=true but the tokenizer"):
         PPOTrainer(load_train_config(None, fast_overrides(lm, chat_template=True)))

@@ -14,7 +14,7 @@ def _worker(run_dir, overrides):
     for key in [k for k in env if k.startswith("RLGUARD_")]:
         env.pop(key)
     args = [a for o in overrides for a in ("--set", o)]
-    return subprocess.run([sys.executable, "-m", "orchestrator.ppo_worker", "--run-dir", str(run_dir), *args],
+    return subprocess.run([sys.executable, "-m", "rlguard.orchestrator.ppo_worker", "--run-dir", str(run_dir), *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
 
 

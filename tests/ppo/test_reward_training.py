@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 
-from ppo.reward_training import (
+from rlguard.ppo.reward_training import (
     EVAL_FILE,
     PreferenceFileError,
     main,
@@ -18,7 +18,7 @@ from ppo.reward_training import (
     reward_text,
     split_pairs,
 )
-from ppo.tiny import build_tiny_lm
+from rlguard.ppo.tiny import build_tiny_lm
 
 POSITIVE = "good great excellent amazing wonderful happy lovely nice fantastic perfect".split()
 NEGATIVE = "bad terrible awful horrible sad boring ugly poor annoying nasty".split()
@@ -128,7 +128,7 @@ def test_reward_model_beats_chance_on_held_out_pairs(trained_reward):
 
 
 def test_trained_model_scores_through_the_ppo_reward_loader(trained_reward):
-    from ppo.rewards import build_reward
+    from rlguard.ppo.rewards import build_reward
 
     _, out = trained_reward
     reward = build_reward(str(out), torch.device("cpu"), torch.float32)
@@ -138,9 +138,9 @@ def test_trained_model_scores_through_the_ppo_reward_loader(trained_reward):
 
 
 def test_trained_model_is_the_reward_of_a_short_ppo_run(trained_reward, tmp_path):
-    from ppo.config import load_train_config
-    from ppo.rewards import build_reward
-    from ppo.trainer import PPOTrainer
+    from rlguard.ppo.config import load_train_config
+    from rlguard.ppo.rewards import build_reward
+    from rlguard.ppo.trainer import PPOTrainer
 
     base, out = trained_reward
     cfg = load_train_config(None, [

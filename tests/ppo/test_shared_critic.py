@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from ppo.checkpoint_files import CheckpointError
-from ppo.config import load_train_config
-from ppo.models import ValueHead, position_ids_from_mask
-from ppo.rollout import encode_prompts, response_logprobs, sample, step_generator
-from ppo.trainer import PPOTrainer
+from rlguard.ppo.checkpoint_files import CheckpointError
+from rlguard.ppo.config import load_train_config
+from rlguard.ppo.models import ValueHead, position_ids_from_mask
+from rlguard.ppo.rollout import encode_prompts, response_logprobs, sample, step_generator
+from rlguard.ppo.trainer import PPOTrainer
 from tests.ppo.ppo_helpers import fast_overrides, tiny_lm
 
 SHARED = {"critic": "shared_backbone"}

@@ -101,7 +101,7 @@ class SupervisorProcess:
 
     def __init__(self, run_dir: Path, config_path: Path | None = None, resume: bool = False, index: int = 0):
         self.run_dir = Path(run_dir)
-        argv = [sys.executable, "-m", "orchestrator.cli", "run", "-q"]
+        argv = [sys.executable, "-m", "rlguard.orchestrator.cli", "run", "-q"]
         argv += ["--resume", str(run_dir)] if resume else [str(config_path), "--out", str(run_dir)]
         self.log_path = self.run_dir.parent / f"supervisor-{index}.log"
         self.log = open(self.log_path, "wb")
@@ -197,7 +197,7 @@ def check_loads(run_dir: Path) -> tuple[int, list[str]]:
 
 def check_stream(run_dir: Path, batch: int) -> list[str]:
     """metrics.jsonl readable (torn last line only); steps and data cursor consistent per attempt."""
-    from monitors.reader import EventReader
+    from rlguard.monitors.reader import EventReader
 
     findings = []
     path = Path(run_dir) / "metrics.jsonl"
@@ -235,7 +235,7 @@ def check_stream(run_dir: Path, batch: int) -> list[str]:
 def check_journal(run_dir: Path) -> tuple[dict, list[str]]:
     """(counts, findings): journal readable; each decision decided once with exactly one outcome;
     no decision's command applied twice by the worker."""
-    from orchestrator.journal import read_journal
+    from rlguard.orchestrator.journal import read_journal
 
     findings = []
     j = read_journal(Path(run_dir) / "journal.jsonl")

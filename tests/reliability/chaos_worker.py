@@ -41,9 +41,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from orchestrator.commands import CommandKind  # noqa: E402
-from orchestrator.sdk import connect  # noqa: E402
-from ppo.checkpoint_files import checkpoint_dir_name, read_manifest, write_checkpoint_dir  # noqa: E402
+from rlguard.orchestrator.commands import CommandKind  # noqa: E402
+from rlguard.orchestrator.sdk import connect  # noqa: E402
+from rlguard.ppo.checkpoint_files import checkpoint_dir_name, read_manifest, write_checkpoint_dir  # noqa: E402
 
 CHUNK = 64 << 10
 WRITING_MARKER = ".chaos-writing"  # exists (with the step and pid) while a checkpoint is being written

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.default_sinks import default_sinks_and_routes
-from orchestrator.spec import parse_run_config
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.default_sinks import default_sinks_and_routes
+from rlguard.orchestrator.spec import parse_run_config
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.reliability.chaos_lib import run_config, run_in_thread, wait_for
 
 

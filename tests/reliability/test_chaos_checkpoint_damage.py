@@ -13,10 +13,10 @@ import signal
 
 import pytest
 
-from orchestrator.spec import parse_run_config
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
-from policies.view import Health
+from rlguard.orchestrator.spec import parse_run_config
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
+from rlguard.policies.view import Health
 from tests.reliability.chaos_lib import (
     check_run,
     join_supervisor,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import parse_run_config
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.spec import parse_run_config
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.reliability.chaos_lib import (
     SupervisorProcess,
     check_run,

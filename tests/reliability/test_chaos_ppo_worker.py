@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import parse_run_config
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.orchestrator.spec import parse_run_config
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.reliability.chaos_lib import (
     FAST_SUPERVISOR,
     QUIET_MONITORS,
@@ -36,7 +36,7 @@ def _writing(run_dir: Path) -> bool:
 
 @pytest.mark.slow
 def test_kill_9_of_the_real_ppo_worker_mid_step_and_mid_checkpoint(tmp_path, monkeypatch):
-    from ppo.tiny import build_tiny_lm
+    from rlguard.ppo.tiny import build_tiny_lm
 
     model = build_tiny_lm(tmp_path / "tiny-lm")
     monkeypatch.setenv("PYTHONPATH", str(REPO))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import signal
 
-from monitors.reader import EventReader
-from orchestrator.journal import read_journal
-from orchestrator.spec import parse_run_config
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
+from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.journal import read_journal
+from rlguard.orchestrator.spec import parse_run_config
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
 from tests.reliability.chaos_lib import (
     SupervisorProcess,
     check_run,

@@ -13,10 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-from orchestrator.spec import parse_run_config
-from orchestrator.state import RunState
-from orchestrator.supervisor import Supervisor
-from ppo.checkpoint_files import CheckpointError, list_checkpoints, verify_checkpoint
+from rlguard.orchestrator.spec import parse_run_config
+from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.supervisor import Supervisor
+from rlguard.ppo.checkpoint_files import CheckpointError, list_checkpoints, verify_checkpoint
 from tests.reliability.chaos_lib import (
     check_run,
     join_supervisor,

@@ -7,12 +7,28 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitors.config import MonitorConfig, MonitorConfigError, load_monitor_config, monitor_config_from_dict
-from orchestrator.components import validate_all
-from orchestrator.spec import ConfigError, RunConfig, SupervisorConfig, load_run_config, parse_run_config
-from policies.config import PolicyConfig, PolicyConfigError, load_policy_config, policy_config_from_dict
-from ppo.config import ConfigError as TrainConfigError
-from ppo.config import TrainConfig, load_train_config
+from rlguard.monitors.config import (
+    MonitorConfig,
+    MonitorConfigError,
+    load_monitor_config,
+    monitor_config_from_dict,
+)
+from rlguard.orchestrator.components import validate_all
+from rlguard.orchestrator.spec import (
+    ConfigError,
+    RunConfig,
+    SupervisorConfig,
+    load_run_config,
+    parse_run_config,
+)
+from rlguard.policies.config import (
+    PolicyConfig,
+    PolicyConfigError,
+    load_policy_config,
+    policy_config_from_dict,
+)
+from rlguard.ppo.config import ConfigError as TrainConfigError
+from rlguard.ppo.config import TrainConfig, load_train_config
 from tests.reliability.chaos_lib import record
 from tests.reliability.fuzz_strategies import JSONISH, config_mapping
 

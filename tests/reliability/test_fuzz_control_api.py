@@ -15,9 +15,9 @@ from urllib.parse import quote, urlparse
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.control_api import OPERATOR_ACTIONS
-from orchestrator.http_guard import is_loopback_host_header
-from orchestrator.state import RunState
+from rlguard.orchestrator.control_api import OPERATOR_ACTIONS
+from rlguard.orchestrator.http_guard import is_loopback_host_header
+from rlguard.orchestrator.state import RunState
 from tests.reliability.chaos_lib import read_jsonl, record
 from tests.reliability.fuzz_strategies import DEEP_JSON, HOST_VALUES, JSONISH, LAST_EVENT_IDS, WIDE_JSON
 

@@ -8,8 +8,8 @@ import json
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from monitors.events import BadEvent, MetricEvent, event_from_dict, parse_event_line
-from monitors.reader import EventReader
+from rlguard.monitors.events import BadEvent, MetricEvent, event_from_dict, parse_event_line
+from rlguard.monitors.reader import EventReader
 from tests.reliability.chaos_lib import SUMMARY_PATH, record
 from tests.reliability.fuzz_strategies import JSONISH
 

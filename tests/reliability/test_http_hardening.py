@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from orchestrator.control_api import MAX_BODY_BYTES
-from orchestrator.state import RunState
+from rlguard.orchestrator.control_api import MAX_BODY_BYTES
+from rlguard.orchestrator.state import RunState
 from tests.reliability.chaos_lib import read_jsonl, record
 
 

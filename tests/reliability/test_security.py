@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from orchestrator.spec import ConfigError, parse_run_config
-from orchestrator.state import RunState
+from rlguard.orchestrator.spec import ConfigError, parse_run_config
+from rlguard.orchestrator.state import RunState
 from tests.reliability.chaos_lib import REPO, read_jsonl, record
 
 STATE_CHANGING = ["/api/pause", "/api/resume", "/api/rollback", "/api/relax", "/api/halt", "/api/approve",

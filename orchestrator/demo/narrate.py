@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from rlguard.policies.decision import CONSTRAINT_NAMES
+
 STEP_METRICS = (("reward", "reward", "{:+.3f}"), ("kl", "kl", "{:.3f}"), ("perplexity", "ppl", "{:.2f}"),
                 ("distinct_2", "distinct_2", "{:.3f}"), ("response_length", "len", "{:.1f}"))
 
@@ -96,7 +98,7 @@ class NarratorSink:
 
     def on_event(self, event) -> None:
         self.last_step = event.step
-        for k in ("kl_coef", "clip_range", "lr"):
+        for k in CONSTRAINT_NAMES:
             if k in event.metrics:
                 self.constraints[k] = float(event.metrics[k])
         if self.steps:
@@ -163,7 +165,7 @@ class StepNarrator:
     collapse_step: int | None = None
 
     def __call__(self, step: int, metrics: dict) -> None:
-        from orchestrator.demo_spec import collapse_step
+        from rlguard.orchestrator.demo.spec import collapse_step
 
         print(step_line(self.tag, step, metrics), file=self.out, flush=True)
         self.events.append({"step": step, "metrics": metrics})

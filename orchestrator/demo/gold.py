@@ -89,9 +89,9 @@ class GoldEvaluator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from ppo.models import DTYPES, apply_lora, resolve_model_path
-        from ppo.prompts import load_texts
-        from ppo.rewards import SentimentReward
+        from rlguard.ppo.models import DTYPES, apply_lora, resolve_model_path
+        from rlguard.ppo.prompts import load_texts
+        from rlguard.ppo.rewards import SentimentReward
 
         hf_logging.disable_progress_bar()
         self.cfg = cfg.resolved() if hasattr(cfg, "resolved") else cfg
@@ -112,16 +112,16 @@ class GoldEvaluator:
             policy = apply_lora(policy, self.cfg, "CAUSAL_LM")
         self.policy = policy.eval()
         # The starting weights, to score "step 0" and to reset between checkpoints.
-        from ppo.models import trainable_state
+        from rlguard.ppo.models import trainable_state
 
         self._initial = trainable_state(self.policy)
         self.sentiment = SentimentReward()
 
     def load(self, checkpoint: str | Path | None) -> int:
         """Put a checkpoint's policy weights in place (None: the starting model); returns its step."""
-        from ppo.checkpoint_files import verify_checkpoint
-        from ppo.models import load_trainable_state
-        from ppo.state_io import load_tensors
+        from rlguard.ppo.checkpoint_files import verify_checkpoint
+        from rlguard.ppo.models import load_trainable_state
+        from rlguard.ppo.state_io import load_tensors
 
         if checkpoint is None:
             load_trainable_state(self.policy, self._initial, "starting weights")
@@ -134,8 +134,8 @@ class GoldEvaluator:
 
     def evaluate(self, checkpoint: str | Path | None, label: str = "", keep_samples: int = 4) -> GoldResult:
         torch = self.torch
-        from ppo import metrics as M
-        from ppo.rollout import encode_prompts, response_logprobs, sample, step_generator
+        from rlguard.ppo import metrics as M
+        from rlguard.ppo.rollout import encode_prompts, response_logprobs, sample, step_generator
 
         step = self.load(checkpoint)
         cfg = self.cfg

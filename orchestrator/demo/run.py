@@ -5,9 +5,9 @@ rlguard catching it, rolling back, tightening and finishing healthy.
 
 1. guarded: the real supervisor (orchestrator.supervisor.Supervisor, the built-in PPO worker
    as a child process, monitors, policies, journal, live dashboard) runs the demo spec
-   (orchestrator/demo_spec.py). Every alert and decision is narrated as it happens.
+   (orchestrator/demo/spec.py). Every alert and decision is narrated as it happens.
 2. --compare: the same config and seed, unsupervised (the `rlguard train` loop).
-3. gold metrics (orchestrator/demo_gold.py) on held-out prompts: the starting model, the
+3. gold metrics (orchestrator/demo/gold.py) on held-out prompts: the starting model, the
    guarded run's checkpoints, and each run's end state; side by side with sample responses.
 4. report.html (dashboards.report) per run and OUT/demo_summary.json with every figure.
 
@@ -24,8 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from orchestrator.demo_narrate import NarratorSink, StepNarrator
-from orchestrator.demo_spec import DEMO_TRAINER, collapse_step, demo_run_config
+from rlguard.orchestrator.demo.narrate import NarratorSink, StepNarrator
+from rlguard.orchestrator.demo.spec import DEMO_TRAINER, collapse_step, demo_run_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,13 +55,13 @@ def _say(line: str = "") -> None:
 
 def run_guarded(run_dir: Path, raw: dict, *, serve: bool, narrator: NarratorSink) -> dict:
     """Run the spec under the real supervisor; returns the RunResult as a dict + url/wall time."""
-    from orchestrator.run_cli import run_config_from_dict
-    from orchestrator.supervisor import Supervisor
+    from rlguard.orchestrator.run_cli import run_config_from_dict
+    from rlguard.orchestrator.supervisor import Supervisor
 
     config = run_config_from_dict(raw)
     sinks, routes = [narrator], []
     if serve:
-        from orchestrator.default_sinks import default_sinks_and_routes
+        from rlguard.orchestrator.default_sinks import default_sinks_and_routes
 
         extra, routes = default_sinks_and_routes(run_dir, config)
         sinks += extra
@@ -95,8 +95,8 @@ def run_guarded(run_dir: Path, raw: dict, *, serve: bool, narrator: NarratorSink
 
 def run_unguarded(run_dir: Path, trainer: dict, rules: list[dict]) -> dict:
     """The same trainer settings through the `rlguard train` loop (no supervisor)."""
-    from ppo.cli import run_training
-    from ppo.config import load_train_config
+    from rlguard.ppo.cli import run_training
+    from rlguard.ppo.config import load_train_config
 
     cfg = load_train_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
                                    for k, v in trainer.items()])
@@ -127,9 +127,9 @@ def final_timeline(events: list[dict]) -> list[dict]:
 # ================================================================ gold metrics
 
 def gold_metrics(trainer: dict, guarded_dir: Path, unguarded_dir: Path | None, limit: int) -> dict:
-    from orchestrator.demo_gold import GoldEvaluator, pick_checkpoints
-    from ppo.checkpoint_files import list_checkpoints
-    from ppo.config import load_train_config
+    from rlguard.orchestrator.demo.gold import GoldEvaluator, pick_checkpoints
+    from rlguard.ppo.checkpoint_files import list_checkpoints
+    from rlguard.ppo.config import load_train_config
 
     cfg = load_train_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
                                    for k, v in trainer.items()])
@@ -246,8 +246,8 @@ def print_summary(s: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from orchestrator.spec import ConfigError
-    from ppo.config import ConfigError as TrainConfigError
+    from rlguard.orchestrator.spec import ConfigError
+    from rlguard.ppo.config import ConfigError as TrainConfigError
 
     out = Path(args.out) if args.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     guarded_dir, unguarded_dir = out / "guarded", out / "unguarded"
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         raw = demo_run_config(model=args.model, steps=args.steps, reward=args.reward, overrides=args.overrides,
                               supervisor={"port": args.port})
-        from orchestrator.run_cli import run_config_from_dict
+        from rlguard.orchestrator.run_cli import run_config_from_dict
 
         run_config_from_dict(raw)
     except (ConfigError, TrainConfigError, ValueError) as e:
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     wall: dict[str, float] = {}
     t_all = time.monotonic()
     if args.model == "bundled":
-        from ppo.bundled import bundled_model_dir
+        from rlguard.ppo.bundled import bundled_model_dir
 
         t0 = time.monotonic()
         bundled_model_dir()  # convert once (cached): the guarded worker, twin and gold evaluator share it
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     gold = gold_metrics(t, guarded_dir, unguarded_dir if args.compare else None, args.gold_checkpoints)
     wall["gold"] = time.monotonic() - t0
-    from dashboards.report import write_report
+    from rlguard.dashboards.report import write_report
 
     t0 = time.monotonic()
     reports = [write_report(guarded_dir)]
