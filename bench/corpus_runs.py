@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.event_reader import EventReader
 
 SOURCES = ("ours", "public")
 # The metrics that show a failure at all, abbreviated: a corpus run's "subset" in the report.

@@ -45,8 +45,8 @@ from bench.scenarios import FAILURES, HEALTHY, Scenario, generate  # noqa: E402
 from bench.scenarios_real import REAL_FAILURES, REAL_FAMILIES, REAL_HEALTHY, SUBSETS, generate_real  # noqa: E402
 from bench.sparse_logging import RECORD_MODES, subsample, with_records  # noqa: E402
 from rlguard.monitors.events import event_from_dict  # noqa: E402
-from rlguard.monitors.reader import EventReader  # noqa: E402
 from rlguard.monitors.stack import MonitorStack  # noqa: E402
+from rlguard.orchestrator.event_reader import EventReader  # noqa: E402
 
 CORE = ("reward", "kl", "perplexity", "response_length")
 REARM = 10  # baselines: repeated alarms on one metric within this many steps are one alarm

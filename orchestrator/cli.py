@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "train": ("rlguard.ppo.cli:train_main", "run PPO-max training without a supervisor"),
     "reward": ("rlguard.ppo.reward_training:main", "`rlguard reward train PREFS.jsonl`: train a reward model"),
-    "monitors": ("rlguard.monitors.cli:main", "`rlguard monitors --print-config`: the detector settings"),
+    "monitors": ("rlguard.orchestrator.monitors_cli:main", "`rlguard monitors --print-config`: the detector settings"),
     "replay": ("rlguard.orchestrator.replay_cli:main", "feed a recorded run (metrics.jsonl or a trainer's own logs) through monitors and policies"),
     "run": ("rlguard.orchestrator.run_cli:run_main", "start (or --resume) a supervised run"),
     "status": ("rlguard.orchestrator.control_cli:status_main", "state, step, alerts, checkpoints of a run"),

@@ -6,27 +6,31 @@ message and exit 2 before anything starts.
 
 from __future__ import annotations
 
+from rlguard.monitors.config import MonitorConfig, MonitorConfigError, monitor_config_from_dict
+from rlguard.monitors.stack import MonitorStack
 from rlguard.orchestrator.spec import ConfigError, RunConfig
+from rlguard.policies.config import PolicyConfig, PolicyConfigError, policy_config_from_dict
+from rlguard.policies.engine import PolicyEngine
 
 
-def build_monitors(section: dict):
-    from rlguard.monitors.config import MonitorConfigError, monitor_config_from_dict
-    from rlguard.monitors.stack import MonitorStack
+def build_monitors(section: MonitorConfig | dict):
+    """The detector stack of a run config's (typed) `monitors:` section; a mapping is validated first."""
+    if not isinstance(section, MonitorConfig):
+        try:
+            section = monitor_config_from_dict(section, "monitors")
+        except MonitorConfigError as e:
+            raise ConfigError(str(e)) from None
+    return MonitorStack(section)
 
-    try:
-        return MonitorStack(monitor_config_from_dict(section, "monitors"))
-    except MonitorConfigError as e:
-        raise ConfigError(str(e)) from None
 
-
-def build_engine(section: dict):
-    from rlguard.policies.config import PolicyConfigError, policy_config_from_dict
-    from rlguard.policies.engine import PolicyEngine
-
-    try:
-        return PolicyEngine(policy_config_from_dict(section, "policies"))
-    except PolicyConfigError as e:
-        raise ConfigError(str(e)) from None
+def build_engine(section: PolicyConfig | dict):
+    """The policy engine of a run config's (typed) `policies:` section; a mapping is validated first."""
+    if not isinstance(section, PolicyConfig):
+        try:
+            section = policy_config_from_dict(section, "policies")
+        except PolicyConfigError as e:
+            raise ConfigError(str(e)) from None
+    return PolicyEngine(section)
 
 
 def validate_trainer_section(config: RunConfig) -> None:

@@ -34,7 +34,7 @@ def recover(ctx: RunContext, observe: Callable[[MetricEvent], None]) -> None:
     live, journal = ctx.live, ctx.journal
     entries = journal.recovered.entries
     if journal.recovered.bad_lines:
-        journal.note(f"journal had {len(journal.recovered.bad_lines)} unreadable line(s) (torn tail: "
+        ctx.recorder.note(f"journal had {len(journal.recovered.bad_lines)} unreadable line(s) (torn tail: "
                      f"{journal.recovered.torn_tail}); ignored", event="journal_repair")
     last_state = next((e for e in reversed(entries) if e.get("kind") == "state"), None)
     if last_state is not None and last_state.get("state") in FINAL_STATES:

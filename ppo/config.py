@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rlguard.monitors.describe import as_text, describe_fields
+
 
 class ConfigError(ValueError):
     """Bad training config; the message is one line that names the key and the fix."""
@@ -244,18 +246,13 @@ def describe_config(cfg: TrainConfig | None = None) -> str:
     """Every field with its value (or default), and its description: `--print-config`."""
     cfg = cfg or TrainConfig()
     default = TrainConfig(preset=cfg.preset)
-
-    def show(v) -> str:
-        return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
-
     lines = [f"# preset {cfg.preset}: {PRESETS[cfg.preset]}"]
-    for name, field in TrainConfig.model_fields.items():
-        value = cfg.flag(name)
+    for name, value, doc in describe_fields(cfg, value_of=cfg.flag):
         if name in PRESETS[cfg.preset] and name not in cfg.model_fields_set:
             note = f"  [{_FROM_PRESET}]"
-        elif value != default.flag(name):
-            note = f"  [default: {show(default.flag(name))}]"
+        elif value != as_text(default.flag(name)):
+            note = f"  [default: {as_text(default.flag(name))}]"
         else:
             note = ""
-        lines.append(f"{name}: {show(value)}  # {field.description}{note}")
+        lines.append(f"{name}: {value}  # {doc}{note}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.event_reader import EventReader
 from rlguard.orchestrator.logformats.base import ALL, Format, head_lines
 
 

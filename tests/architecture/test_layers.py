@@ -1,7 +1,8 @@
 """The code's layers, checked on its imports: no circle anywhere, no arrow pointing up.
 
     monitors  <-  policies  <-  orchestrator / dashboards
-    ppo apart: of the others it imports only monitors' event type (the METRICS.md contract it writes)
+    ppo apart: of the others it imports only monitors' event type (the METRICS.md contract it
+    writes) and the settings describer
 
 and inside the supervisor, each part imports only the parts below it (run_context.py says why).
 """
@@ -29,8 +30,9 @@ SUPERVISOR_LAYERS = ["recorder", "run_context", "restarts", "acting", "recovery"
                      "supervisor"]
 
 
-# ppo's one door into monitors: the event format it writes, nothing that detects
-PPO_MAY_IMPORT = {"rlguard.monitors.events"}
+# ppo's doors into monitors: the event format it writes and the settings describer every
+# `--print-config` shares; nothing that detects
+PPO_MAY_IMPORT = {"rlguard.monitors.events", "rlguard.monitors.describe"}
 
 
 def package_of(module: str) -> str:

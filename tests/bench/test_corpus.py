@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.event_reader import EventReader
 from rlguard.orchestrator.integrations.metric_names import has_training_metrics, map_metrics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from rlguard.monitors.cli import describe_fields, main
 from rlguard.monitors.config import (
     MonitorConfig,
     MonitorConfigError,
     load_monitor_config,
     monitor_config_from_dict,
 )
+from rlguard.orchestrator.monitors_cli import describe_fields, main
 
 
 def test_defaults_load_without_a_file():

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rlguard.monitors.events import MetricEvent
-from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.event_reader import EventReader
 
 
 def _line(step, **metrics) -> str:

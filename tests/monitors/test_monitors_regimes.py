@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from rlguard.monitors.events import MetricEvent
-from rlguard.monitors.reader import EventReader
 from rlguard.monitors.stack import MonitorStack
+from rlguard.orchestrator.event_reader import EventReader
 
 FIXTURES = Path(__file__).resolve().parents[2] / "bench" / "fixtures"
 EVERY = 10  # logging_steps

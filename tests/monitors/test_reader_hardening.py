@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rlguard.monitors.events import BadEvent, parse_event_line
-from rlguard.monitors.reader import MAX_LINE_BYTES, EventReader
+from rlguard.orchestrator.event_reader import MAX_LINE_BYTES, EventReader
 
 
 def test_a_line_over_the_cap_is_one_bad_line_reported_before_its_newline_then_skipped():

@@ -236,7 +236,7 @@ def test_a_halt_stops_the_verl_process_group(tmp_path):
     cfg = _config("verl", {"command": [sys.executable, str(STANDIN_VERL)], "poll_s": 0.05, "overrides": [
         "actor_rollout_ref.actor.use_kl_loss=true", "trainer.save_freq=2", f"trainer.default_local_dir={ckpt}",
         "+standin.collapse_at=5", "+standin.total_steps=400", "+standin.step_s=0.1"]})
-    cfg.policies["rollback"] = {"budget": 0}  # every critical alert halts
+    cfg.policies.rollback.budget = 0  # every critical alert halts
     sup = Supervisor(run_dir, cfg, serve_http=False, scheduler=False)
     result = run_supervisor(sup, timeout_s=40)
     assert result.state.value == "halted"

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from rlguard.monitors.reader import EventReader
 from rlguard.orchestrator import watch
+from rlguard.orchestrator.event_reader import EventReader
 from rlguard.orchestrator.journal import read_journal
 from rlguard.orchestrator.watch import HookRunner
 from rlguard.policies.decision import Action, Decision

@@ -197,7 +197,7 @@ def check_loads(run_dir: Path) -> tuple[int, list[str]]:
 
 def check_stream(run_dir: Path, batch: int) -> list[str]:
     """metrics.jsonl readable (torn last line only); steps and data cursor consistent per attempt."""
-    from rlguard.monitors.reader import EventReader
+    from rlguard.orchestrator.event_reader import EventReader
 
     findings = []
     path = Path(run_dir) / "metrics.jsonl"

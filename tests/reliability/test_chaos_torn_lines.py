@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 
-from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.event_reader import EventReader
 from rlguard.orchestrator.journal import read_journal
 from rlguard.orchestrator.spec import parse_run_config
 from rlguard.orchestrator.state import RunState

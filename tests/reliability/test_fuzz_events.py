@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rlguard.monitors.events import BadEvent, MetricEvent, event_from_dict, parse_event_line
-from rlguard.monitors.reader import EventReader
+from rlguard.orchestrator.event_reader import EventReader
 from tests.reliability.chaos_lib import SUMMARY_PATH, record
 from tests.reliability.fuzz_strategies import JSONISH
 

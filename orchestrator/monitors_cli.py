@@ -11,29 +11,10 @@ import argparse
 import sys
 
 import yaml
-from pydantic import BaseModel
 
 from rlguard.monitors.calibration import ESTIMATION_INFLATION, expected_delay, pipeline_threshold
 from rlguard.monitors.config import MonitorConfig, MonitorConfigError, load_monitor_config
-
-
-def describe_fields(model: BaseModel, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted name, default as YAML-ish text, meaning) for every leaf field, in declaration order."""
-    rows = []
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        key = f"{prefix}{name}"
-        doc = " ".join((info.description or "").split())
-        if isinstance(value, BaseModel):
-            rows.append((key, "", doc or (type(value).__doc__ or "").strip().split("\n")[0]))
-            rows.extend(describe_fields(value, key + "."))
-        else:
-            dumped = value
-            if isinstance(value, list) and value and isinstance(value[0], BaseModel):
-                dumped = [v.model_dump(exclude_none=True) for v in value]
-            rows.append((key, yaml.safe_dump(dumped, default_flow_style=True, width=10_000).strip()
-                         .removesuffix("\n...").strip(), doc))
-    return rows
+from rlguard.monitors.describe import describe_fields
 
 
 def print_config(cfg: MonitorConfig, out=None) -> None:
