@@ -24,13 +24,11 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
+import torch
 
-import torch  # noqa: E402
-
-from rlguard.orchestrator.commands import Command, CommandKind  # noqa: E402
-from rlguard.orchestrator.sdk import WorkerClient, connect  # noqa: E402
-from rlguard.ppo.checkpoint_files import checkpoint_dir_name, verify_checkpoint, write_checkpoint_dir  # noqa: E402
+from rlguard.orchestrator.commands import Command, CommandKind
+from rlguard.orchestrator.sdk import WorkerClient, connect
+from rlguard.ppo.checkpoint_files import checkpoint_dir_name, verify_checkpoint, write_checkpoint_dir
 
 MAX_LEN = 32
 BATCH = 64

@@ -18,8 +18,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
-
 PROMPTS = ["the day was", "my friend said", "the movie is", "our team played", "the food at home",
            "this book was", "the city at night", "music makes me"]
 

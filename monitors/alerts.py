@@ -49,6 +49,9 @@ class AlertCode(StrEnum):
     # the run itself
     STALL = "stall"
     CHECKPOINT_CORRUPT = "checkpoint_corrupt"
+    # a warning incident still open though not raised again, whose code the policy engine has
+    # not seen (it was raised before a supervisor restart)
+    INCIDENT_OPEN = "incident_open"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ What comes back from where:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
 from rlguard.monitors.events import BadEvent, MetricEvent, parse_event_line
@@ -24,6 +25,8 @@ from rlguard.orchestrator.restarts import restart
 from rlguard.orchestrator.run_context import RunContext
 from rlguard.orchestrator.state import RunState
 from rlguard.policies.decision import Action, Decision, Phase
+
+log = logging.getLogger("rlguard.recovery")
 
 FINAL_STATES = {"completed": RunState.COMPLETED, "halted": RunState.HALTED, "failed": RunState.FAILED}
 
@@ -84,7 +87,12 @@ def recover(ctx: RunContext, observe: Callable[[MetricEvent], None]) -> None:
         ctx.release_rollback_target(step)
     _reattach(ctx)
     for ev in unseen:
-        observe(ev)
+        try:
+            observe(ev)
+        except Exception as e:  # a supervisor bug must not stop the recovery (nor the run): log, go on
+            log.exception("could not handle step %s while recovering; the run goes on", ev.step)
+            ctx.recorder.note(f"supervisor internal error while recovering at step {ev.step}: "
+                              f"{type(e).__name__}: {e}", event="internal_error")
 
 
 def _read_metrics(ctx: RunContext) -> list:

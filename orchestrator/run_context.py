@@ -22,16 +22,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlguard.orchestrator.commands import Command, CommandKind
+from rlguard.orchestrator.components import build_engine, build_monitors
 from rlguard.orchestrator.coverage_log import CoverageLog
 from rlguard.orchestrator.durable import SafeJournal, SafeRegistry
 from rlguard.orchestrator.launcher import Launcher, WorkerProcess
 from rlguard.orchestrator.live import LiveRun, SentCommand
+from rlguard.orchestrator.openrlhf_launch import OpenRLHFLauncher
 from rlguard.orchestrator.recorder import Recorder
 from rlguard.orchestrator.registry import RegistryChange
 from rlguard.orchestrator.run_files import RunFiles, read_supervisor_info
 from rlguard.orchestrator.sinks import SinkFanout
 from rlguard.orchestrator.spec import RunConfig
 from rlguard.orchestrator.state import RunState
+from rlguard.orchestrator.verl_launch import VerlLauncher
 from rlguard.policies.decision import CONSTRAINT_NAMES, Action, Decision, Phase
 from rlguard.policies.view import RunView
 
@@ -44,8 +47,6 @@ class RunContext:
     def __init__(self, run_dir: str | Path, config: RunConfig, *, sinks: list | None = None, monitors=None,
                  engine=None, resume: bool = False, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
-        from rlguard.orchestrator.components import build_engine, build_monitors  # optional packages: late
-
         self.cfg = config
         self.sc = config.supervisor
         self.files = RunFiles(Path(run_dir))
@@ -220,11 +221,7 @@ class RunContext:
 def make_launcher(run_dir: Path, config_path: Path, sc) -> Launcher:
     """The built-in/command launcher, or a trainer launcher (orchestrator/trainer_launch.py)."""
     if sc.launcher == "verl":
-        from rlguard.orchestrator.verl_launch import VerlLauncher
-
         return VerlLauncher(run_dir, config_path, sc.verl, env={})
     if sc.launcher == "openrlhf":
-        from rlguard.orchestrator.openrlhf_launch import OpenRLHFLauncher
-
         return OpenRLHFLauncher(run_dir, config_path, sc.openrlhf, env={})
     return Launcher(run_dir, config_path, sc.command_argv(), env={})

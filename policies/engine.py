@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rlguard.monitors.alerts import Alert, Severity
+from rlguard.monitors.alerts import Alert, AlertCode, Severity
 from rlguard.policies import constraints as knobs
 from rlguard.policies.config import PolicyConfig
 from rlguard.policies.decision import OUTCOME_PHASES, Action, Decision, Mode
@@ -314,7 +314,7 @@ class PolicyEngine:
         for key, onset in view.open_warnings.items():
             if key not in seen:
                 detector, _, metric = key.partition("/")
-                code = self._codes.get(key, "warning")
+                code = self._codes.get(key, AlertCode.INCIDENT_OPEN)
                 still = Alert(
                     code, detector, metric, step, Severity.WARNING, int(onset), "incident still open"
                 )

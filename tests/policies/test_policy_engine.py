@@ -96,6 +96,21 @@ def test_an_incident_kept_open_by_the_monitors_persists_and_tightens_again_after
     )
 
 
+def test_an_open_incident_raised_before_a_supervisor_restart_still_persists_and_tightens():
+    """After --resume the engine has not seen the warning that opened the incident: it still
+    counts it, under the code `incident_open` (found by the supervisor-kill chaos test, where an
+    unknown code once crashed the recovering supervisor)."""
+    engine = PolicyEngine(policy_config_from_dict({"cooldown": {"steps": 5}}))
+    got = {}
+    for s in range(100, 112):
+        v = view(s)
+        v = type(v)(s, v.constraints, v.initial_constraints, v.checkpoints, open_warnings={"kl_drift/kl": 98})
+        if ds := engine.decide(s, [], v):
+            got[s] = ds
+    assert [d.action for d in got[108]] == [Action.TIGHTEN]
+    assert got[108][0].alerts == ("incident_open",)
+
+
 def test_critical_rolls_back_to_newest_healthy_before_onset_with_numbers():
     engine = PolicyEngine()
     alert = crit(431, onset=418, msg="length +80%, perplexity -40%")
