@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlguard.monitors.alerts import Alert
-from rlguard.policies.decision import Decision
+from rlguard.policies.decision import OUTCOME_PHASES, Decision, Phase
 from rlguard.ppo.checkpoint_files import fsync_path
 
-OUTCOME_PHASES = ("done", "failed", "skipped", "denied")
 KINDS = ("decision", "alert", "checkpoint", "restart", "state", "operator", "note")
 
 
@@ -180,7 +179,7 @@ class Journal:
         decision_id = f"d-{self._seq + 1:06d}"
         self.append(
             "decision",
-            phase="decided",
+            phase=Phase.DECIDED.value,
             decision_id=decision_id,
             source=source,
             step=decision.step,
@@ -196,7 +195,7 @@ class Journal:
     def finished(self, decision_id: str, phase: str, outcome: dict | str | None = None) -> dict:
         """Journal how a decided action ended: done | failed | skipped | denied."""
         if phase not in OUTCOME_PHASES:
-            raise ValueError(f"journal outcome phase {phase!r} is not one of {OUTCOME_PHASES}")
+            raise ValueError(f"journal outcome phase {phase!r} is not one of {[p.value for p in OUTCOME_PHASES]}")
         decided = self._decided.get(decision_id)
         if decided is None:
             raise JournalError(f"{self.path}: no 'decided' entry with decision_id {decision_id!r}")
@@ -275,7 +274,7 @@ class Journal:
     def _index(self, e: dict) -> None:
         if e.get("kind") != "decision" or "decision_id" not in e:
             return
-        if e.get("phase") == "decided" and isinstance(e.get("decision"), dict):
+        if e.get("phase") == Phase.DECIDED and isinstance(e.get("decision"), dict):
             self._decided[e["decision_id"]] = e
         elif e.get("phase") in OUTCOME_PHASES:
             self._finished[e["decision_id"]] = e["phase"]
