@@ -89,6 +89,15 @@ DEMO_SUPERVISOR: dict = {
 }
 
 
+def detectors_only_monitors() -> dict:
+    """DEMO_MONITORS without the hand-set critical guardrails (the KL budget and the distinct_2
+    floor): what the shipped statistical and pattern detectors catch on their own
+    (`rlguard demo --no-kl-budget`, bench/demo_detectors.py)."""
+    out = copy.deepcopy(DEMO_MONITORS)
+    out["bounds"]["rules"] = [r for r in out["bounds"]["rules"] if r.get("severity") != "critical"]
+    return out
+
+
 def apply_overrides(trainer: dict, overrides: list[str]) -> dict:
     """`key=value` trainer overrides (values parsed as YAML scalars); validated later by TrainConfig."""
     import yaml
