@@ -8,12 +8,14 @@ whether a run really stayed healthy:
                           sentence scores LOW under the policy but not necessarily under the
                           reference, and gibberish scores very high)
     gold_distinct_2       distinct token bigrams / all bigrams over the responses
-    gold_degenerate       share of responses that are repetitive or empty
+    gold_degenerate       share of responses that are repetitive, empty or gibberish
     gold_repetitive       share with a loop a reader would call one (`repetition`): on words with
                           case and punctuation dropped ("old, old and Old." is old old and old),
                           one word REPEAT_RUN times in a row, a word 3-gram REPEAT_MIN times, a
                           word 2-gram REPEAT_PAIR times, or fewer than half of the 3-grams distinct
     gold_empty            share with fewer than MIN_WORDS words
+    gold_gibberish        share whose own perplexity under the frozen starting model is above
+                          GIBBERISH_PPL (random tokens; the starting model's answers score 4-50)
     gold_truncated        share that hit the token cap without an end-of-sequence (reported, not
                           counted as degenerate: a 32-token cap truncates most healthy answers too)
     gold_sentiment        mean VADER compound score (the demo's training reward, for reference)
@@ -35,6 +37,7 @@ REPEAT_MIN = 3       # a word 3-gram seen this often in one response is a loop, 
 REPEAT_PAIR = 4      # a word 2-gram seen this often in ~30 words ("and fun and fun and fun and fun")
 REPEAT_RUN = 3       # one word this many times in a row ("old old old"; "had had" is English)
 MIN_WORDS = 2        # a response with fewer words than this says nothing (empty)
+GIBBERISH_PPL = 200.0  # measured: the starting model's 48 answers score 3.6-50 under it; random tokens ~1e3-1e4
 GOLD_SEED = 1234     # fixed sampling seed: every checkpoint answers with the same randomness
 GOLD_PROMPTS = Path(__file__).with_name("gold_prompts.jsonl")  # 48 held-out prompts, none trained on
 
@@ -79,9 +82,12 @@ def is_empty(text: str) -> bool:
     return len(words(text)) < MIN_WORDS
 
 
-def sample_flags(text: str) -> list[str]:
-    """The per-sample verdict shown in the report: [] for a clean answer, else why not."""
+def sample_flags(text: str, ref_perplexity: float | None = None) -> list[str]:
+    """The per-sample verdict shown in the report: [] for a clean answer, else why not.
+    `ref_perplexity`: the answer's perplexity under the frozen starting model, when measured."""
     flags = []
+    if ref_perplexity is not None and ref_perplexity > GIBBERISH_PPL:
+        flags.append(f"gibberish: ref perplexity {ref_perplexity:.0f} > {GIBBERISH_PPL:.0f}")
     if is_empty(text):
         n = len(words(text))
         flags.append(f"empty: {n} word{'' if n == 1 else 's'}")
@@ -207,9 +213,12 @@ class GoldEvaluator:
                    "gold_distinct_2": M.distinct_2(token_lists), **text_gold(responses, truncated, sentiment)}
         samples = []
         for p, r, ppl, t, snt in zip(self.prompts, responses, sample_ppl, truncated, sentiment):
-            flags = sample_flags(r)
+            flags = sample_flags(r, ppl)
             samples.append({"prompt": p, "response": r, "degenerate": bool(flags), "flags": flags,
                             "ref_perplexity": ppl, "truncated": t, "sentiment": snt})
+        n = max(len(samples), 1)
+        metrics["gold_gibberish"] = sum(1 for x in samples if any(f.startswith("gibberish") for f in x["flags"])) / n
+        metrics["gold_degenerate"] = sum(1 for x in samples if x["degenerate"]) / n
         samples = samples if keep_samples is None else samples[:keep_samples]
         return GoldResult(label=label or f"step {step}", step=step, metrics=metrics, samples=samples)
 

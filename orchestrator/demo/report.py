@@ -23,7 +23,8 @@ th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 """
 
 GOLD_ROWS = (("gold_degenerate", "degenerate share", "{:.2f}"), ("gold_repetitive", "repetitive share", "{:.2f}"),
-             ("gold_empty", "empty share", "{:.2f}"), ("gold_ref_perplexity", "ref perplexity", "{:.2f}"),
+             ("gold_empty", "empty share", "{:.2f}"), ("gold_gibberish", "gibberish share", "{:.2f}"),
+             ("gold_ref_perplexity", "ref perplexity", "{:.2f}"),
              ("gold_distinct_2", "distinct_2", "{:.3f}"), ("gold_sentiment", "sentiment (the reward)", "{:+.3f}"))
 
 

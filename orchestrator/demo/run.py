@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", help="training reward (default: sentiment); 'module:function' for a custom one")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a trainer setting of the demo spec, e.g. --set lr=1e-4 (repeatable)")
-    p.add_argument("--gold-checkpoints", type=int, default=2, metavar="K",
-                   help="gold metrics for at most K of the guarded run's checkpoints (default 2; 0: end state only)")
+    p.add_argument("--gold-checkpoints", type=int, default=0, metavar="K",
+                   help="gold metrics also for at most K of the guarded run's earlier checkpoints (default 0: the "
+                        "start and the end states only; each costs one pass over the 48 held-out prompts)")
     p.add_argument("--no-kl-budget", action="store_true",
                    help="drop the demo's hand-set guardrails (KL budget, distinct_2 floor): only the default "
                         "statistical and pattern detectors judge the run (bench/demo_detectors.py)")
@@ -168,13 +169,14 @@ GOLD_ROWS = (("gold_ref_perplexity", "ref perplexity (frozen model)", "{:.2f}"),
              ("gold_degenerate", "degenerate share", "{:.2f}"),
              ("gold_repetitive", "  repetitive", "{:.2f}"),
              ("gold_empty", "  empty", "{:.2f}"),
+             ("gold_gibberish", "  gibberish", "{:.2f}"),
              ("gold_truncated", "truncated share (not counted)", "{:.2f}"),
              ("gold_sentiment", "sentiment (VADER)", "{:+.3f}"))
 
 
 def _gold_line(m: dict) -> str:
     return " | ".join(f"{k.removeprefix('gold_')} {fmt.format(m[k])}" for k, _, fmt in GOLD_ROWS
-                      if not k.startswith(("gold_rep", "gold_emp")))
+                      if not k.startswith(("gold_rep", "gold_emp", "gold_gib")))
 
 
 def goals(gold: dict, final_timeline_events: list[dict], kl_budget: float) -> dict:
@@ -276,7 +278,7 @@ def print_summary(s: dict) -> None:
     _say("\ngold metrics on held-out prompts (never optimised):")
     _say(f"  {'':<32}" + "".join(f"{n:>12}" for n, _ in cols))
     for key, label, fmt in GOLD_ROWS:
-        _say(f"  {label:<32}" + "".join(f"{fmt.format(c['metrics'][key]):>12}" for _, c in cols))
+        _say(f"  {label:<32}" + "".join(f"{fmt.format(c['metrics'].get(key, float('nan'))):>12}" for _, c in cols))
     for name, c in cols:
         flagged = [smp for smp in c["samples"] if smp.get("flags")]
         _say(f"\nheld-out answers, {name} (step {c['step']}): {len(flagged)} of {len(c['samples'])} flagged")

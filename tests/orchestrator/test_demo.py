@@ -46,7 +46,8 @@ def demo_run(tmp_path_factory):
     try:
         with redirect_stdout(buf):
             rc = main(["demo", "--model", str(model), "--reward", "tests.orchestrator.test_demo:repeat_reward",
-                       "--steps", "16", "--no-serve", "--compare", "--out", str(tmp / "out"), *TINY_SETTINGS])
+                       "--steps", "16", "--no-serve", "--compare", "--gold-checkpoints", "2", "--out", str(tmp / "out"),
+                       *TINY_SETTINGS])
     finally:
         for k, v in old.items():
             if v is None:
@@ -87,7 +88,8 @@ def test_demo_collapses_unguarded_and_recovers_guarded(demo_run):
         samples = gold[name]["samples"]
         assert len(samples) == n_prompts  # every held-out answer, each with its flags
         for smp in samples:
-            assert smp["flags"] == sample_flags(smp["response"]) and smp["degenerate"] == bool(smp["flags"])
+            assert smp["flags"] == sample_flags(smp["response"], smp["ref_perplexity"])
+            assert smp["degenerate"] == bool(smp["flags"])
             assert smp["ref_perplexity"] > 1
         assert m["gold_degenerate"] == pytest.approx(sum(x["degenerate"] for x in samples) / n_prompts)
     assert set(summary["goals"]) >= {"guarded_degenerate_samples", "unguarded_degenerate_share"}
@@ -188,6 +190,10 @@ def test_empty_answers_are_flagged_with_their_word_count():
         assert sample_flags(text)[0].startswith("empty: ")
     assert sample_flags("Yes.") == ["empty: 1 word"]
     assert not is_empty("Very good.")
+    # random tokens: neither a loop nor empty, but the frozen starting model finds them absurd
+    words_salad = "zx qv kklm rrt uuoa plm"
+    assert sample_flags(words_salad, 30.0) == [] and sample_flags(words_salad) == []
+    assert sample_flags(words_salad, 4000.0) == ["gibberish: ref perplexity 4000 > 200"]
     m = text_gold(["", "old, old, old, old", "A calm and sunny afternoon by the lake."], [False] * 3, [0.0] * 3)
     assert m["gold_empty"] == pytest.approx(1 / 3) and m["gold_repetitive"] == pytest.approx(1 / 3)
     assert m["gold_degenerate"] == pytest.approx(2 / 3)
