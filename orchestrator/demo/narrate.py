@@ -158,7 +158,10 @@ class NarratorSink:
         return sum(1 for d in self.decisions if d["action"] == "rollback" and d.get("phase") == "done")
 
     def first_critical(self) -> Incident | None:
-        return next((a for a in self.alerts if a.severity == "critical"), None)
+        """The first critical alert; of several at that step, the one with the earliest onset (the
+        one the policy engine lets lead the rollback)."""
+        crit = [a for a in self.alerts if a.severity == "critical"]
+        return min(crit, key=lambda a: (a.step, a.onset_step)) if crit else None
 
 
 @dataclass

@@ -272,3 +272,11 @@ def test_narrator_names_the_detector_code_metric_and_numbers():
     assert "ALERT" in line and "detector patterns, code pattern_collapse, metric kl" in line
     assert "kl x5.8, perplexity x0.35" in line and "onset step 4" in line
     assert n.first_critical().detector == "patterns"
+    # two critical alerts at one step: the earlier onset leads (as it leads the rollback)
+    n.on_alert(Alert(code="bound", detector="bounds", metric="kl", step=6, severity=Severity.CRITICAL,
+                     onset_step=5, message="kl = 1.6 > 1 for 2 steps"))
+    n.on_alert(Alert(code="pattern_collapse", detector="patterns", metric="kl", step=6, severity=Severity.CRITICAL,
+                     onset_step=3, message="early-life policy collapse pattern"))
+    n2 = NarratorSink("guarded", out=io.StringIO())
+    n2.alerts = n.alerts[1:]
+    assert n2.first_critical().onset_step == 3 and n2.first_critical().detector == "patterns"
