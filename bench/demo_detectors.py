@@ -8,8 +8,8 @@
 Live: runs the demo (with --compare) under `detectors_only_monitors()` (orchestrator/demo/spec.py)
 and prints the figures of bench/demo_timing.py (which detector fired first, at which step, the
 rollbacks, the gold results, the goals). Offline: the first critical alert of each stream under
-the demo's monitors without the guardrails (the shipped statistical and pattern detectors, with
-the demo's stall setting) and with them, each with detector, code, metric and numbers, next to
+the shipped detector settings, under the demo's monitors without the guardrails (the shipped
+detectors with the demo's own settings: spec.DEMO_MONITORS) and with them, each with detector, code, metric and numbers, next to
 the step at which the guardrails would call the stream collapsed. Replaying an unguarded stream
 says when a guarded run on the same seed would first be alerted: up to that alert the two
 trajectories are the same run.
@@ -36,7 +36,8 @@ def first_critical(events, monitors: dict):
     alerts = []
     for ev in events:
         alerts += [a for a in stack.update(ev) if getattr(a.severity, "value", a.severity) == "critical"]
-    return alerts
+    # of several at one step, the earliest onset first: the one the policy engine lets lead the rollback
+    return sorted(alerts, key=lambda a: (a.step, a.onset_step))
 
 
 def replay_rows(path: Path) -> list[str]:
@@ -46,7 +47,10 @@ def replay_rows(path: Path) -> list[str]:
     _, events, _ = read_trace(path, None)
     raw = [{"step": e.step, "metrics": e.metrics} for e in events]
     rows = []
-    for name, monitors in (("default detectors only", detectors_only_monitors()), ("with the KL budget", DEMO_MONITORS)):
+    library = {k: v for k, v in detectors_only_monitors().items() if k != "patterns"}  # shipped detector settings
+    for name, monitors in (("detectors only, library settings", library),
+                           ("detectors only, the demo's settings", detectors_only_monitors()),
+                           ("the demo's settings with the KL budget", DEMO_MONITORS)):
         crit = first_critical(events, monitors)
         if crit:
             a = crit[0]

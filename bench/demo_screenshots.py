@@ -7,7 +7,7 @@ Runs `rlguard demo --compare` with the live dashboard on, reads its narration as
 opens the dashboard in headless Chromium (Debian's /usr/bin/chromium, driven by playwright,
 as tests/dashboards/test_web_dashboard.py does). The live shot is taken a few steps after the
 first rollback has landed (the alert, the rollback marker and the new segment are on the
-charts), or at the end of the guarded run when nothing rolled back. After the demo:
+charts); a first one at the first critical alert stands when nothing rolls back. After the demo:
 OUT/demo_report.html (gold checks, every held-out answer with its flags) and the guarded run's
 report.html. Each PNG is reduced to a 128-colour palette so that it stays well under 200 KB.
 The demo's own output goes to OUT.log and to stdout; the figures to OUT/demo_summary.json.
@@ -91,7 +91,7 @@ def run_demo_and_shoot(out: Path, img_dir: Path, extra: list[str]) -> tuple[int,
     with sync_playwright() as pw:
         browser = launch(pw)
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        url, rolled_back_at, last_step, live_done = None, None, 0, False
+        url, rolled_back_at, last_step, live_done, alert_shot = None, None, 0, False, False
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stdout.write(line)
@@ -105,16 +105,21 @@ def run_demo_and_shoot(out: Path, img_dir: Path, extra: list[str]) -> tuple[int,
                     rolled_back_at -= 1
             if "[guarded] DONE     rollback" in line and rolled_back_at is None:
                 rolled_back_at = STEPS_AFTER_ROLLBACK
-            end_of_guarded = line.startswith("[guarded] STATE") or line.startswith("[unguarded]")
-            if url and not live_done and ((rolled_back_at is not None and rolled_back_at <= 0) or end_of_guarded):
+            # A first shot at the first critical alert (the run may halt right after it and take the
+            # page with it); the one a few steps after the rollback replaces it.
+            first_alert = line.startswith("[guarded] ALERT") and " critical " in line and not alert_shot
+            after_rollback = rolled_back_at is not None and rolled_back_at <= 0
+            if url and not live_done and (first_alert or after_rollback):
                 try:
                     shoot_live(browser, url, img_dir / "demo-live.png")
-                    shots.append(img_dir / "demo-live.png")
+                    if img_dir / "demo-live.png" not in shots:
+                        shots.append(img_dir / "demo-live.png")
                     print(f"[screenshots] live page at guarded step {last_step} -> {img_dir / 'demo-live.png'}",
                           flush=True)
                 except Exception as e:  # the page went away with the run: say so, go on
                     print(f"[screenshots] live page not captured: {e}", flush=True)
-                live_done = True
+                alert_shot = True
+                live_done = after_rollback
         rc = proc.wait()
         wall = time.monotonic() - t0
         shots += shoot_reports(browser, out, img_dir)
