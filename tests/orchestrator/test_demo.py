@@ -67,7 +67,10 @@ def test_demo_collapses_unguarded_and_recovers_guarded(demo_run):
     assert (g["state"], rc) in (("completed", 0), ("halted", 3)), text[-3000:]
     # narrated as it happened: the alert, the decision with its numbers, the rollback's outcome
     assert "ALERT" in text and "detector bounds, code bound, metric kl" in text
-    assert "DECIDE" in text and "rollback -> step" in text and "kl_coef 0.02->0.08" in text
+    from rlguard.orchestrator.demo.spec import DEMO_POLICIES
+
+    factor = DEMO_POLICIES["tighten"]["kl_coef"]["factor"]
+    assert "DECIDE" in text and "rollback -> step" in text and f"kl_coef 0.02->{0.02 * factor:.3g}" in text
     assert "DONE     rollback: restored step" in text
     assert "the policy now writes" in text
     assert "[unguarded] COLLAPSE" in text
