@@ -1,6 +1,6 @@
 """The demo's run spec: settings under which a real policy hacks its reward, and the guardrails.
 
-Everything here was chosen by measurement (bench/notes/demo.md, session 3, for issue #17).
+Everything here was chosen by measurement (bench/notes/demo.md, the issue #17 section).
 
 Trainer: preset vanilla (no reward normalisation or clipping, no grad clip), lr 5e-4,
 temperature 1.0 and a small KL coefficient. With the sentiment reward, SmolLM2-135M then
@@ -45,7 +45,7 @@ DEMO_TRAINER: dict = {
     "max_new_tokens": 32,
     "temperature": 1.0,
     "top_p": 0.9,
-    "lr": 5e-4,  # measured (bench/notes/demo.md, session 3): at 3e-4 the collapse is too slow for 12 steps
+    "lr": 5e-4,  # measured (bench/notes/demo.md, issue #17): at 3e-4 the collapse is too slow for 12 steps
     "kl_coef": 0.005,
     "checkpoint_every": 1,  # the collapse starts at step 3-4: a target must exist before it
     "eval_every": 0,        # the demo measures gold metrics itself, after the run (demo_gold.py)
@@ -75,12 +75,12 @@ DEMO_MONITORS: dict = {
     # Early-life reference = the first 2 steps, not 3 (library default): KL is 0 at step 1 by
     # construction and at this learning rate the collapse begins with the 2nd update (kl 0 -> 0.37
     # -> 0.87), so a 3-step reference holds the incident's own start and its spread hides the rise
-    # (measured: the defaults never fire on this run; bench/notes/demo.md, session 3).
+    # (measured: the defaults never fire on this run; bench/notes/demo.md, issue #17).
     "patterns": {"early_reference_steps": 2},
 }
 
 DEMO_POLICIES: dict = {
-    # measured (session 3): after the rollback kl_coef x20 drove vanilla PPO into gibberish within
+    # measured (issue #17 runs): after the rollback kl_coef x20 drove vanilla PPO into gibberish within
     # 3 steps, x4 drifted toward it, x2 ended clean; the learning rate is the knob that holds.
     "tighten": {"kl_coef": {"factor": 2.0, "min": 0.0, "max": 2.0},
                 "lr": {"factor": 0.2, "min": 1e-7, "max": 1.0}},
