@@ -1,11 +1,11 @@
 """Does the demo's collapse get caught without the hand-set KL budget? (issue #17)
 
     # live: the whole demo with the KL budget and distinct_2 floor removed (`rlguard demo --no-kl-budget`)
-    .venv/bin/python bench/demo_detectors.py --out /tmp/demo-nokl [-- EXTRA DEMO ARGS, e.g. --set lr=5e-4]
+    .venv/bin/python bench/demo_detectors.py --out /tmp/demo-nokl [--compare] [-- EXTRA DEMO ARGS]
     # offline: recorded metrics streams through the same monitors, with and without the budget
     .venv/bin/python bench/demo_detectors.py --replay RUN/unguarded/metrics.jsonl [MORE.jsonl ...]
 
-Live: runs the demo (with --compare) under `detectors_only_monitors()` (orchestrator/demo/spec.py)
+Live: runs the demo (the twin only with --compare) under `detectors_only_monitors()` (orchestrator/demo/spec.py)
 and prints the figures of bench/demo_timing.py (which detector fired first, at which step, the
 rollbacks, the gold results, the goals). Offline: the first critical alert of each stream under
 the shipped detector settings, under the demo's monitors without the guardrails (the shipped
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="live: demo output directory (must not hold a run)")
     p.add_argument("--replay", nargs="+", metavar="METRICS_JSONL", help="offline: recorded streams")
+    p.add_argument("--compare", action="store_true", help="live: also run the unguarded twin")
     p.add_argument("extra", nargs="*", help="more `rlguard demo` arguments (after --)")
     args = p.parse_args(argv)
     if args.replay:
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO / "bench"))
     from demo_timing import figures
 
-    cmd = [sys.executable, "-m", "rlguard.orchestrator.cli", "demo", "--no-serve", "--compare", "--no-kl-budget",
-           "--out", args.out, *args.extra]
+    cmd = [sys.executable, "-m", "rlguard.orchestrator.cli", "demo", "--no-serve", "--no-kl-budget",
+           "--out", args.out, *(["--compare"] if args.compare else []), *args.extra]
     t0 = time.monotonic()
     rc = subprocess.run(cmd, cwd=REPO).returncode
     wall = time.monotonic() - t0
