@@ -1,15 +1,19 @@
 """`rlguard demo`: a real guarded PPO run on a pretrained model that hacks its reward, and
 rlguard catching it, rolling back, tightening and finishing healthy.
 
-    rlguard demo [--out DIR] [--steps N] [--compare] [--no-serve] [--model bundled|PATH]
+    rlguard demo [--out DIR] [--steps N] [--compare] [--no-kl-budget] [--no-serve] [--model bundled|PATH]
 
 1. guarded: the real supervisor (orchestrator.supervisor.Supervisor, the built-in PPO worker
    as a child process, monitors, policies, journal, live dashboard) runs the demo spec
-   (orchestrator/demo/spec.py). Every alert and decision is narrated as it happens.
+   (orchestrator/demo/spec.py). Every alert and decision is narrated as it happens: which
+   detector, its alert code, the metric and the numbers. --no-kl-budget drops the hand-set
+   guardrails (KL budget, distinct_2 floor): the statistical and pattern detectors alone.
 2. --compare: the same config and seed, unsupervised (the `rlguard train` loop).
-3. gold metrics (orchestrator/demo/gold.py) on held-out prompts: the starting model, the
-   guarded run's checkpoints, and each run's end state; side by side with sample responses.
-4. report.html (dashboards.report) per run and OUT/demo_summary.json with every figure.
+3. gold metrics (orchestrator/demo/gold.py) on 48 held-out prompts: the starting model, each
+   run's end state (and --gold-checkpoints K of the guarded run's checkpoints); every answer
+   with its flags, and the issue #17 goals measured.
+4. OUT/demo_report.html (every held-out answer with its flags), report.html (dashboards.report)
+   per run and OUT/demo_summary.json with every figure.
 
 Exit code: 0 when the guarded run completed, otherwise the supervisor's exit code
 (3 halted, 4 failed), 2 for bad arguments.
