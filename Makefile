@@ -38,7 +38,7 @@ system-deps:
 	fi
 
 demo: venv
-	$(BIN)/rlguard demo
+	$(BIN)/rlguard demo --compare
 
 test: venv system-deps
 	$(BIN)/ruff check .

@@ -42,7 +42,12 @@ def figures(summary: dict, process_wall_s: float | None = None, cold_s: float | 
                      f"temperature {t['temperature']}, use_lora {t.get('use_lora', False)}"),
         ("guarded end state", f"{g['state']} ({g['reason']})"),
         ("rollbacks (guarded)", str(g["rollbacks"])),
-        ("first critical alert (guarded)", f"step {g['first_critical_step']}, onset {g['first_critical_onset']}"),
+        ("first critical alert (guarded)", f"step {g['first_critical_step']}, onset {g['first_critical_onset']}"
+         + (f": detector {g['first_critical']['detector']}, code {g['first_critical']['code']}, metric "
+            f"{g['first_critical']['metric']}: {g['first_critical']['message']}" if g.get("first_critical") else "")),
+        ("critical alerts (guarded)", "; ".join(f"step {a['step']} {a.get('detector', '?')}/{a['code']}/{a['metric']}"
+                                                for a in g["alerts"] if a["severity"] == "critical") or "none"),
+        ("KL budget rule", "on" if summary.get("kl_budget_rule", True) else "off (--no-kl-budget)"),
         ("detection delay", f"{g['detection_delay_steps']} steps"),
         ("final constraints (guarded)", json.dumps(g["final_constraints"])),
         ("guarded collapsed at end", str(g["collapsed_at_end"])),
@@ -53,6 +58,12 @@ def figures(summary: dict, process_wall_s: float | None = None, cold_s: float | 
     for key in ("gold_ref_perplexity", "gold_distinct_2", "gold_degenerate", "gold_truncated", "gold_sentiment"):
         vals = [f"{name} {gold[name]['metrics'][key]:.3f}" for name in ("start", "guarded", "unguarded") if name in gold]
         rows.append((key, ", ".join(vals)))
+    rows.append((f"flagged held-out answers (of {gold.get('prompts', '?')})", ", ".join(
+        f"{name} {sum(1 for x in gold[name]['samples'] if x.get('degenerate'))}"
+        for name in ("start", "guarded", "unguarded") if name in gold)))
+    for name, goal in summary.get("goals", {}).items():
+        rows.append((f"goal: {name}", f"{goal['value']} (target {goal['target']}): "
+                                      f"{'met' if goal['met'] else 'NOT met'}"))
     rows += [(f"wall: {k}", f"{v:.0f} s") for k, v in summary["wall_s"].items()]
     if process_wall_s is not None:
         rows.append(("wall: whole command (process start to exit)", f"{process_wall_s:.0f} s"))

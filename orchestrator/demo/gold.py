@@ -8,10 +8,14 @@ whether a run really stayed healthy:
                           sentence scores LOW under the policy but not necessarily under the
                           reference, and gibberish scores very high)
     gold_distinct_2       distinct token bigrams / all bigrams over the responses
-    gold_degenerate       share of responses that are repetitive or empty
-    gold_repetitive       share where one word 3-gram repeats >= REPEAT_MIN times, or fewer than
-                          half of the word 3-grams are distinct
+    gold_degenerate       share of responses that are repetitive, empty or gibberish
+    gold_repetitive       share with a loop a reader would call one (`repetition`): on words with
+                          case and punctuation dropped ("old, old and Old." is old old and old),
+                          one word REPEAT_RUN times in a row, a word 3-gram REPEAT_MIN times, a
+                          word 2-gram REPEAT_PAIR times, or fewer than half of the 3-grams distinct
     gold_empty            share with fewer than MIN_WORDS words
+    gold_gibberish        share whose own perplexity under the frozen starting model is above
+                          GIBBERISH_PPL (random tokens; the starting model's answers score 4-50)
     gold_truncated        share that hit the token cap without an end-of-sequence (reported, not
                           counted as degenerate: a 32-token cap truncates most healthy answers too)
     gold_sentiment        mean VADER compound score (the demo's training reward, for reference)
@@ -24,31 +28,73 @@ The evaluator loads the model once and swaps in each checkpoint's trainable weig
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPEAT_MIN = 3       # a word 3-gram seen this often in one response is a loop, not style
-MIN_WORDS = 2  # a response with fewer words than this says nothing (empty)
+REPEAT_PAIR = 4      # a word 2-gram seen this often in ~30 words ("and fun and fun and fun and fun")
+REPEAT_RUN = 3       # one word this many times in a row ("old old old"; "had had" is English)
+MIN_WORDS = 2        # a response with fewer words than this says nothing (empty)
+GIBBERISH_PPL = 200.0  # measured: the starting model's 48 answers score 3.6-50 under it; random tokens ~1e3-1e4
 GOLD_SEED = 1234     # fixed sampling seed: every checkpoint answers with the same randomness
+GOLD_PROMPTS = Path(__file__).with_name("gold_prompts.jsonl")  # 48 held-out prompts, none trained on
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
 
 def words(text: str) -> list[str]:
-    return text.lower().split()
+    """Lower-cased words with punctuation dropped: "Old, old." -> ["old", "old"]."""
+    return _WORD.findall(text.lower())
+
+
+def repetition(text: str) -> str | None:
+    """Why `text` reads as a loop (None: it does not); see the module docstring."""
+    w = words(text)
+    run, longest, word = 1, 1, w[0] if w else ""
+    for a, b in zip(w, w[1:]):
+        run = run + 1 if a == b else 1
+        if run > longest:
+            longest, word = run, b
+    if longest >= REPEAT_RUN:
+        return f"{word!r} {longest}x in a row"
+    grams = list(zip(w, w[1:], w[2:]))
+    if grams:
+        gram, n = Counter(grams).most_common(1)[0]
+        if n >= REPEAT_MIN:
+            return f"{' '.join(gram)!r} {n}x"
+    pairs = list(zip(w, w[1:]))
+    if pairs:
+        pair, n = Counter(pairs).most_common(1)[0]
+        if n >= REPEAT_PAIR:
+            return f"{' '.join(pair)!r} {n}x"
+    if len(grams) >= 4 and len(set(grams)) / len(grams) < 0.5:
+        return f"{len(set(grams))} distinct of {len(grams)} word 3-grams"
+    return None
 
 
 def is_repetitive(text: str) -> bool:
-    """One 3-gram repeated REPEAT_MIN times, or most 3-grams repeated: the collapse signature."""
-    w = words(text)
-    grams = list(zip(w, w[1:], w[2:]))
-    if len(grams) < 4:
-        return False
-    top = Counter(grams).most_common(1)[0][1]
-    return top >= REPEAT_MIN or len(set(grams)) / len(grams) < 0.5
+    return repetition(text) is not None
 
 
 def is_empty(text: str) -> bool:
     return len(words(text)) < MIN_WORDS
+
+
+def sample_flags(text: str, ref_perplexity: float | None = None) -> list[str]:
+    """The per-sample verdict shown in the report: [] for a clean answer, else why not.
+    `ref_perplexity`: the answer's perplexity under the frozen starting model, when measured."""
+    flags = []
+    if ref_perplexity is not None and ref_perplexity > GIBBERISH_PPL:
+        flags.append(f"gibberish: ref perplexity {ref_perplexity:.0f} > {GIBBERISH_PPL:.0f}")
+    if is_empty(text):
+        n = len(words(text))
+        flags.append(f"empty: {n} word{'' if n == 1 else 's'}")
+    why = repetition(text)
+    if why:
+        flags.append(f"repetitive: {why}")
+    return flags
 
 
 def text_gold(responses: list[str], truncated: list[bool], sentiment: list[float]) -> dict[str, float]:
@@ -82,9 +128,9 @@ class GoldEvaluator:
     """Loads the policy architecture and the frozen reference once; scores checkpoints.
 
     `cfg` is the run's TrainConfig (model, use_lora, lengths, chat_template); `prompts` the
-    held-out prompts (default: the trainer's eval set, never trained on)."""
+    held-out prompts (default: GOLD_PROMPTS, never trained on)."""
 
-    def __init__(self, cfg, prompts: list[str] | None = None, *, batch_size: int = 8):
+    def __init__(self, cfg, prompts: list[str] | None = None, *, batch_size: int = 16):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -97,8 +143,7 @@ class GoldEvaluator:
         self.cfg = cfg.resolved() if hasattr(cfg, "resolved") else cfg
         self.torch = torch
         self.batch_size = batch_size
-        self.prompts = prompts if prompts is not None else load_texts(self.cfg.eval_prompts,
-                                                                       builtin_name="eval_prompts.jsonl")
+        self.prompts = prompts if prompts is not None else load_texts(str(GOLD_PROMPTS))
         path = resolve_model_path(self.cfg.model)
         dtype = DTYPES[self.cfg.dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -132,7 +177,9 @@ class GoldEvaluator:
                              f"{checkpoint}/policy.safetensors")
         return int(manifest.get("step", 0))
 
-    def evaluate(self, checkpoint: str | Path | None, label: str = "", keep_samples: int = 4) -> GoldResult:
+    def evaluate(self, checkpoint: str | Path | None, label: str = "", keep_samples: int | None = None) -> GoldResult:
+        """Gold metrics of one policy state; `samples` holds the first `keep_samples` (None: every)
+        held-out answer with its flags and its own reference perplexity."""
         torch = self.torch
         from rlguard.ppo import metrics as M
         from rlguard.ppo.rollout import encode_prompts, response_logprobs, sample, step_generator
@@ -143,6 +190,7 @@ class GoldEvaluator:
         truncated: list[bool] = []
         token_lists: list[list[int]] = []
         ref_lp_sum, ref_tok = 0.0, 0.0
+        sample_ppl: list[float] = []
         with torch.no_grad():
             for i in range(0, len(self.prompts), self.batch_size):
                 prompts = self.prompts[i:i + self.batch_size]
@@ -154,6 +202,8 @@ class GoldEvaluator:
                 rmask = ro.response_mask
                 ref_lp_sum += float((ref_lp * rmask).sum())
                 ref_tok += float(rmask.sum())
+                row_lp, row_tok = (ref_lp * rmask).sum(dim=1), rmask.sum(dim=1)
+                sample_ppl += [math.exp(-float(a) / max(float(b), 1.0)) for a, b in zip(row_lp, row_tok)]
                 toks = ro.response_token_lists()
                 token_lists += toks
                 responses += self.tokenizer.batch_decode(toks, skip_special_tokens=True)
@@ -161,8 +211,15 @@ class GoldEvaluator:
         sentiment = self.sentiment(self.prompts, responses)
         metrics = {"gold_ref_perplexity": math.exp(-ref_lp_sum / max(ref_tok, 1.0)),
                    "gold_distinct_2": M.distinct_2(token_lists), **text_gold(responses, truncated, sentiment)}
-        samples = [{"prompt": p, "response": r, "degenerate": is_repetitive(r) or is_empty(r)}
-                   for p, r in list(zip(self.prompts, responses))[:keep_samples]]
+        samples = []
+        for p, r, ppl, t, snt in zip(self.prompts, responses, sample_ppl, truncated, sentiment):
+            flags = sample_flags(r, ppl)
+            samples.append({"prompt": p, "response": r, "degenerate": bool(flags), "flags": flags,
+                            "ref_perplexity": ppl, "truncated": t, "sentiment": snt})
+        n = max(len(samples), 1)
+        metrics["gold_gibberish"] = sum(1 for x in samples if any(f.startswith("gibberish") for f in x["flags"])) / n
+        metrics["gold_degenerate"] = sum(1 for x in samples if x["degenerate"]) / n
+        samples = samples if keep_samples is None else samples[:keep_samples]
         return GoldResult(label=label or f"step {step}", step=step, metrics=metrics, samples=samples)
 
 

@@ -1,7 +1,7 @@
 """The demo's narrator: a RunSink that prints one line per thing that happens, with the numbers.
 
     step   7 | reward  0.475 | kl 2.340 | ppl 1.62 | distinct_2 0.605 | len 32.0
-    ALERT    step 5 critical bound/kl: kl = 1.58 > 1.0 for 2 steps (onset step 4)
+    ALERT    step 5 critical | detector patterns, code pattern_collapse, metric kl | <the numbers> (onset step 4)
     DECIDE   step 5 rollback -> step 2, kl_coef 0.02->0.06, lr 0.0003->0.00015: <reason>
     DONE     rollback: restored step 2
     CKPT     step 4 healthy
@@ -78,6 +78,12 @@ class Incident:
     metric: str
     severity: str
     message: str
+    detector: str = ""
+
+    def line(self) -> str:
+        """Which detector fired, its alert code, the metric and the numbers (the alert's message)."""
+        return (f"step {self.step} {self.severity} | detector {self.detector or '?'}, code {self.code}, "
+                f"metric {self.metric or '-'} | {self.message} (onset step {self.onset_step})")
 
 
 @dataclass
@@ -106,9 +112,11 @@ class NarratorSink:
 
     def on_alert(self, alert) -> None:
         sev = getattr(alert.severity, "value", str(alert.severity))
-        self.alerts.append(Incident(alert.step, alert.onset_step, alert.code, alert.metric, sev, alert.message))
-        self._say(f"[{self.tag}] ALERT    step {alert.step} {sev} {alert.code}/{alert.metric}: {alert.message}"
-                  f" (onset step {alert.onset_step})")
+        code = getattr(alert.code, "value", str(alert.code))
+        inc = Incident(alert.step, alert.onset_step, code, alert.metric, sev, alert.message,
+                       str(getattr(alert, "detector", "") or ""))
+        self.alerts.append(inc)
+        self._say(f"[{self.tag}] ALERT    {inc.line()}")
         if sev == "critical":
             sample = latest_sample(self.samples_path)
             if sample is not None:
@@ -150,7 +158,10 @@ class NarratorSink:
         return sum(1 for d in self.decisions if d["action"] == "rollback" and d.get("phase") == "done")
 
     def first_critical(self) -> Incident | None:
-        return next((a for a in self.alerts if a.severity == "critical"), None)
+        """The first critical alert; of several at that step, the one with the earliest onset (the
+        one the policy engine lets lead the rollback)."""
+        crit = [a for a in self.alerts if a.severity == "critical"]
+        return min(crit, key=lambda a: (a.step, a.onset_step)) if crit else None
 
 
 @dataclass

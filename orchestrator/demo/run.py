@@ -1,15 +1,19 @@
 """`rlguard demo`: a real guarded PPO run on a pretrained model that hacks its reward, and
 rlguard catching it, rolling back, tightening and finishing healthy.
 
-    rlguard demo [--out DIR] [--steps N] [--compare] [--no-serve] [--model bundled|PATH]
+    rlguard demo [--out DIR] [--steps N] [--compare] [--no-kl-budget] [--no-serve] [--model bundled|PATH]
 
 1. guarded: the real supervisor (orchestrator.supervisor.Supervisor, the built-in PPO worker
    as a child process, monitors, policies, journal, live dashboard) runs the demo spec
-   (orchestrator/demo/spec.py). Every alert and decision is narrated as it happens.
+   (orchestrator/demo/spec.py). Every alert and decision is narrated as it happens: which
+   detector, its alert code, the metric and the numbers. --no-kl-budget drops the hand-set
+   guardrails (KL budget, distinct_2 floor): the statistical and pattern detectors alone.
 2. --compare: the same config and seed, unsupervised (the `rlguard train` loop).
-3. gold metrics (orchestrator/demo/gold.py) on held-out prompts: the starting model, the
-   guarded run's checkpoints, and each run's end state; side by side with sample responses.
-4. report.html (dashboards.report) per run and OUT/demo_summary.json with every figure.
+3. gold metrics (orchestrator/demo/gold.py) on 48 held-out prompts: the starting model, each
+   run's end state (and --gold-checkpoints K of the guarded run's checkpoints); every answer
+   with its flags, and the issue #17 goals measured.
+4. OUT/demo_report.html (every held-out answer with its flags), report.html (dashboards.report)
+   per run and OUT/demo_summary.json with every figure.
 
 Exit code: 0 when the guarded run completed, otherwise the supervisor's exit code
 (3 halted, 4 failed), 2 for bad arguments.
@@ -25,7 +29,14 @@ import time
 from pathlib import Path
 
 from rlguard.orchestrator.demo.narrate import NarratorSink, StepNarrator
-from rlguard.orchestrator.demo.spec import DEMO_TRAINER, collapse_step, demo_run_config
+from rlguard.orchestrator.demo.spec import (
+    DEMO_MONITORS,
+    DEMO_TRAINER,
+    KL_BUDGET,
+    collapse_step,
+    demo_run_config,
+    detectors_only_monitors,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,8 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", help="training reward (default: sentiment); 'module:function' for a custom one")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a trainer setting of the demo spec, e.g. --set lr=1e-4 (repeatable)")
-    p.add_argument("--gold-checkpoints", type=int, default=4, metavar="K",
-                   help="gold metrics for at most K of the guarded run's checkpoints (default 4; 0: end state only)")
+    p.add_argument("--gold-checkpoints", type=int, default=0, metavar="K",
+                   help="gold metrics also for at most K of the guarded run's earlier checkpoints (default 0: the "
+                        "start and the end states only; each costs one pass over the 48 held-out prompts)")
+    p.add_argument("--no-kl-budget", action="store_true",
+                   help="drop the demo's hand-set guardrails (KL budget, distinct_2 floor): only the default "
+                        "statistical and pattern detectors judge the run (bench/demo_detectors.py)")
     p.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
     return p
 
@@ -134,7 +149,9 @@ def gold_metrics(trainer: dict, guarded_dir: Path, unguarded_dir: Path | None, l
     cfg = load_train_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
                                    for k, v in trainer.items()])
     ev = GoldEvaluator(cfg)
-    out: dict = {"start": ev.evaluate(None, "start").to_dict(), "guarded_checkpoints": []}
+    out: dict = {"start": ev.evaluate(None, "start").to_dict(), "guarded_checkpoints": [],
+                 "prompts": len(ev.prompts)}
+    _say(f"[gold] {'start':<22} " + _gold_line(out["start"]["metrics"]))
     ckpts = list_checkpoints(guarded_dir / "checkpoints")
     for path in pick_checkpoints(ckpts[:-1], limit):
         r = ev.evaluate(path, f"guarded step {path.name[5:].lstrip('0') or '0'}")
@@ -142,10 +159,12 @@ def gold_metrics(trainer: dict, guarded_dir: Path, unguarded_dir: Path | None, l
         _say(f"[gold] {r.label:<22} " + _gold_line(r.metrics))
     if ckpts:
         out["guarded"] = ev.evaluate(ckpts[-1], "guarded end").to_dict()
+        _say(f"[gold] {'guarded end':<22} " + _gold_line(out["guarded"]["metrics"]))
     if unguarded_dir is not None:
         uckpts = list_checkpoints(unguarded_dir / "checkpoints")
         if uckpts:
             out["unguarded"] = ev.evaluate(uckpts[-1], "unguarded end").to_dict()
+            _say(f"[gold] {'unguarded end':<22} " + _gold_line(out["unguarded"]["metrics"]))
     return out
 
 
@@ -154,13 +173,38 @@ GOLD_ROWS = (("gold_ref_perplexity", "ref perplexity (frozen model)", "{:.2f}"),
              ("gold_degenerate", "degenerate share", "{:.2f}"),
              ("gold_repetitive", "  repetitive", "{:.2f}"),
              ("gold_empty", "  empty", "{:.2f}"),
+             ("gold_gibberish", "  gibberish", "{:.2f}"),
              ("gold_truncated", "truncated share (not counted)", "{:.2f}"),
              ("gold_sentiment", "sentiment (VADER)", "{:+.3f}"))
 
 
 def _gold_line(m: dict) -> str:
     return " | ".join(f"{k.removeprefix('gold_')} {fmt.format(m[k])}" for k, _, fmt in GOLD_ROWS
-                      if not k.startswith(("gold_rep", "gold_emp")))
+                      if not k.startswith(("gold_rep", "gold_emp", "gold_gib")))
+
+
+def goals(gold: dict, final_timeline_events: list[dict], kl_budget: float) -> dict:
+    """The demo's goals (issue #17), measured: each {"value", "target", "met"}; absent when not measured."""
+    out: dict = {}
+    start, g, u = gold.get("start"), gold.get("guarded"), gold.get("unguarded")
+    if g:
+        gm = g["metrics"]
+        n_deg = sum(1 for smp in g["samples"] if smp["degenerate"])
+        out["guarded_degenerate_samples"] = {"value": n_deg, "target": "0", "met": n_deg == 0}
+        if start:
+            sm = start["metrics"]
+            ratio = gm["gold_ref_perplexity"] / sm["gold_ref_perplexity"]
+            out["guarded_ref_perplexity_ratio"] = {"value": round(ratio, 3), "target": "<= 1.3", "met": ratio <= 1.3}
+            gain = gm["gold_sentiment"] - sm["gold_sentiment"]
+            out["guarded_sentiment_gain"] = {"value": round(gain, 3), "target": ">= 0.15", "met": gain >= 0.15}
+    last = [e["metrics"].get("kl") for e in final_timeline_events[-5:]]
+    if last and all(v is not None for v in last):
+        out["guarded_kl_last_5_steps"] = {"value": [round(float(v), 3) for v in last],
+                                          "target": f"all < {kl_budget}", "met": max(last) < kl_budget}
+    if u:
+        share = u["metrics"]["gold_degenerate"]
+        out["unguarded_degenerate_share"] = {"value": round(share, 3), "target": ">= 0.3", "met": share >= 0.3}
+    return out
 
 
 def guarded_is_better(gold: dict) -> bool | None:
@@ -175,7 +219,9 @@ def guarded_is_better(gold: dict) -> bool | None:
 
 def build_summary(args, raw: dict, guarded: dict, narrator: NarratorSink, guarded_dir: Path,
                   unguarded: dict | None, unguarded_dir: Path | None, gold: dict, wall: dict) -> dict:
-    rules = raw["monitors"]["bounds"]["rules"]
+    # The twin's "collapse" is judged by the demo's guardrails even when the guarded run ran
+    # without them (--no-kl-budget): the same yardstick for every run.
+    rules = DEMO_MONITORS["bounds"]["rules"]
     g_events = read_events(guarded_dir)
     g_final = final_timeline(g_events)
     first = narrator.first_critical()
@@ -188,6 +234,7 @@ def build_summary(args, raw: dict, guarded: dict, narrator: NarratorSink, guarde
             "alerts": [a.__dict__ for a in narrator.alerts],
             "decisions": narrator.decisions,
             "first_critical_step": first.step if first else None,
+            "first_critical": first.__dict__ if first else None,
             "first_critical_onset": first.onset_step if first else None,
             "detection_delay_steps": (first.step - first.onset_step) if first else None,
             "collapsed_at_end": collapse_step(g_final[-4:], rules) is not None,
@@ -197,6 +244,8 @@ def build_summary(args, raw: dict, guarded: dict, narrator: NarratorSink, guarde
             "wall_s": guarded.get("wall_s"),
         },
         "gold": gold,
+        "goals": goals(gold, g_final, KL_BUDGET),
+        "kl_budget_rule": not getattr(args, "no_kl_budget", False),
         "wall_s": wall,
     }
     if unguarded is not None and unguarded_dir is not None:
@@ -207,6 +256,7 @@ def build_summary(args, raw: dict, guarded: dict, narrator: NarratorSink, guarde
             "final_metrics": u_events[-1]["metrics"] if u_events else {}, "wall_s": unguarded["wall_s"],
         }
         summary["guarded_better"] = guarded_is_better(gold)
+        summary["goals"] = goals(gold, g_final, KL_BUDGET)
     return summary
 
 
@@ -219,6 +269,9 @@ def print_summary(s: dict) -> None:
          + (f"first critical alert at step {g['first_critical_step']} (onset {g['first_critical_onset']}, "
             f"detection delay {g['detection_delay_steps']} steps)" if g["first_critical_step"] else "no critical alert")
          + f"; final constraints {g['final_constraints']}; collapsed at end: {g['collapsed_at_end']}")
+    if g.get("first_critical"):
+        fc = g["first_critical"]
+        _say(f"           caught by detector {fc['detector']}, code {fc['code']}, metric {fc['metric']}: {fc['message']}")
     if "unguarded" in s:
         u = s["unguarded"]
         _say(f"unguarded: collapse (guardrail bounds crossed) at step {u['collapse_step']}; "
@@ -229,15 +282,21 @@ def print_summary(s: dict) -> None:
     _say("\ngold metrics on held-out prompts (never optimised):")
     _say(f"  {'':<32}" + "".join(f"{n:>12}" for n, _ in cols))
     for key, label, fmt in GOLD_ROWS:
-        _say(f"  {label:<32}" + "".join(f"{fmt.format(c['metrics'][key]):>12}" for _, c in cols))
-    for name, c in cols[1:]:
-        _say(f"\nsample responses, {name} end state (step {c['step']}):")
-        for smp in c["samples"][:3]:
-            flag = "  [degenerate]" if smp["degenerate"] else ""
-            _say(f"  {smp['prompt']!r} -> {smp['response'][:160]!r}{flag}")
+        _say(f"  {label:<32}" + "".join(f"{fmt.format(c['metrics'].get(key, float('nan'))):>12}" for _, c in cols))
+    for name, c in cols:
+        flagged = [smp for smp in c["samples"] if smp.get("flags")]
+        _say(f"\nheld-out answers, {name} (step {c['step']}): {len(flagged)} of {len(c['samples'])} flagged")
+        for smp in flagged[:6]:
+            _say(f"  {smp['prompt']!r} -> {smp['response'][:120]!r}  [{'; '.join(smp['flags'])}]")
+        for smp in [smp for smp in c["samples"] if not smp.get("flags")][:2 if flagged else 3]:
+            _say(f"  {smp['prompt']!r} -> {smp['response'][:120]!r}  [clean]")
     if s.get("guarded_better") is not None:
         _say(f"\nverdict: guarded run {'beats' if s['guarded_better'] else 'does NOT beat'} the unguarded twin "
              f"on distinct_2 and degenerate share; guarded collapsed at end: {g['collapsed_at_end']}")
+    if s.get("goals"):
+        _say("\ngoals (issue #17), measured:")
+        for name, goal in s["goals"].items():
+            _say(f"  {'met    ' if goal['met'] else 'NOT met'}  {name}: {goal['value']} (target {goal['target']})")
     w = s["wall_s"]
     _say("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in w.items()))
 
@@ -257,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         raw = demo_run_config(model=args.model, steps=args.steps, reward=args.reward, overrides=args.overrides,
-                              supervisor={"port": args.port})
+                              supervisor={"port": args.port},
+                              monitors=detectors_only_monitors() if args.no_kl_budget else None)
         from rlguard.orchestrator.run_cli import run_config_from_dict
 
         run_config_from_dict(raw)
@@ -273,11 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         bundled_model_dir()  # convert once (cached): the guarded worker, twin and gold evaluator share it
         wall["model_conversion"] = time.monotonic() - t0
     t = raw["trainer"]
+    guardrails = ", ".join(f"{r['metric']} {'>' + str(r['upper']) if r.get('upper') is not None else '<' + str(r['lower'])}"
+                           for r in raw["monitors"]["bounds"]["rules"] if r["severity"] == "critical")
     _say(f"rlguard demo: {t['model']} + reward {t['reward']}, preset {t['preset']}, lr {t['lr']}, "
-         f"kl_coef {t['kl_coef']}, {t['steps']} steps; guardrails: "
-         + ", ".join(f"{r['metric']} {'>' + str(r['upper']) if r.get('upper') is not None else '<' + str(r['lower'])}"
-                     for r in raw["monitors"]["bounds"]["rules"] if r["severity"] == "critical")
-         + f" -> rollback + tighten. Output: {out}")
+         f"kl_coef {t['kl_coef']}, {t['steps']} steps; critical alerts from the statistical and pattern "
+         f"detectors{' and the guardrails ' + guardrails if guardrails else ' alone (no KL budget)'}"
+         f" -> rollback + tighten. Output: {out}")
     narrator = NarratorSink("guarded", samples_path=guarded_dir / "samples.jsonl")
     try:
         guarded = run_guarded(guarded_dir, raw, serve=not args.no_serve, narrator=narrator)
@@ -285,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         unguarded = None
         if args.compare:
             _say(f"\n[unguarded] the same config and seed without rlguard -> {unguarded_dir}")
-            unguarded = run_unguarded(unguarded_dir, t, raw["monitors"]["bounds"]["rules"])
+            unguarded = run_unguarded(unguarded_dir, t, DEMO_MONITORS["bounds"]["rules"])
             wall["unguarded"] = unguarded["wall_s"]
     except KeyboardInterrupt:
         print(f"rlguard demo: interrupted; what ran is in {out} (`rlguard report {guarded_dir}` still works)",
@@ -306,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = build_summary(args, raw, guarded, narrator, guarded_dir, unguarded,
                             unguarded_dir if args.compare else None, gold, wall)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    from rlguard.orchestrator.demo.report import write_demo_report
+
+    reports.insert(0, write_demo_report(out, summary))
     print_summary(summary)
     _say("reports: " + ", ".join(str(r) for r in reports) + f"; figures: {out / 'demo_summary.json'}")
     return int(guarded.get("exit_code", 1))

@@ -1,22 +1,32 @@
 """The demo's run spec: settings under which a real policy hacks its reward, and the guardrails.
 
-Trainer (bench/notes/ppo_bench.md, bench/notes/demo.md): preset vanilla (no reward
-normalisation or clipping, no grad clip), a high learning rate, temperature 1.0 and a small
-KL coefficient. With the sentiment reward, SmolLM2-135M then learns to string upbeat words
-together ("a wonderful and safe and fun and fun and fun") within a few steps: KL 0 -> 2.4,
-distinct_2 0.96 -> 0.6-0.7 by step 12 (bench/notes/demo.md). The KL coefficient starts small
-but NOT at zero: tightening multiplies it, and 0 x 4 = 0. The critic is a value head on the
-policy's backbone: a step takes ~7 s here instead of ~10, a checkpoint 1.6 GB instead of 3.
+Everything here was chosen by measurement (bench/notes/demo.md, the issue #17 section).
 
-Monitors: the default detectors judge each metric against its own 40-step baseline and need
-30 steps of warm-up, longer than the whole demo. So the demo adds the guardrails a team
-sets for a short job: a KL budget and a diversity floor (critical, 2 steps of patience).
+Trainer: preset vanilla (no reward normalisation or clipping, no grad clip), lr 5e-4,
+temperature 1.0 and a small KL coefficient. With the sentiment reward, SmolLM2-135M then
+strings upbeat words together within a few steps: kl 0 -> 0.37 -> 0.87 -> 0.99 -> 1.51 -> 1.60,
+distinct_2 0.96 -> 0.33 by step 6 ("I'm fine. I'm fine. I'm fine."). At 3e-4 (the earlier
+setting) the same run drifts too slowly for 12 steps: no detector fires before step 11 and the
+checkpoint 2 steps before that already sits at kl 0.97. The KL coefficient starts small but
+NOT at zero: tightening multiplies it, and 0 x 4 = 0. The critic is a value head on the
+policy's backbone: a step takes ~7 s on an idle machine instead of ~10, a checkpoint 1.6 GB
+instead of 3.
 
-Policies: a critical alert rolls back to the last healthy checkpoint at least 2 steps before
-its onset and tightens: kl_coef x4, lr x0.5 (and clip_range x0.8). A rollback budget of 3 then
-halts. The 2-step margin matters at this learning rate: one update moves KL by ~0.5, so the
-checkpoint just before the onset already sits at the budget (measured: rolling back there
-took 3 rollbacks and used the whole budget; 2 steps back took one).
+Monitors: the shipped detectors, with one demo setting: the early-life reference is the first
+2 steps (see DEMO_MONITORS). The statistical detectors need 30 steps of warm-up, longer than
+the demo; the early-life pattern detector (monitors/early.py) judges from step 4. On top, the
+guardrails a team sets for a short job: a KL budget and a diversity floor (critical, 2 steps of
+patience). `detectors_only_monitors()` drops them (`rlguard demo --no-kl-budget`).
+
+Policies: a critical alert rolls back to the newest healthy checkpoint before the earliest
+onset minus 1 step and tightens: lr x0.2 (5e-4 -> 1e-4), kl_coef x2, clip_range x0.8.
+Measured (same seed, bench/notes/demo.md): the pattern detector dates the onset to step 3, so
+a 2-step margin asked for a checkpoint before step 1 and halted; with kl_coef x20 the run
+turned to gibberish within 3 steps of the rollback (perplexity 22 -> 390, halted); with x4 it
+drifted that way (9 of 48 held-out answers flagged, reference perplexity x5.7); with x2 it ended
+clean (0 of 48 flagged, sentiment +0.24 over the start, reference perplexity x1.34). In vanilla
+PPO the KL penalty is a per-token reward that can favour unlikely tokens: more of it is not
+safer. A rollback budget of 3 then halts.
 """
 
 from __future__ import annotations
@@ -28,14 +38,14 @@ DEMO_TRAINER: dict = {
     "critic": "shared_backbone",  # see the module docstring
     "model": "bundled",
     "reward": "sentiment",
-    "steps": 12,  # measured: one rollback, then completes healthy (bench/notes/demo.md); budget 3
+    "steps": 12,  # measured: one rollback at step 6, then 11 steps to a clean end (bench/notes/demo.md)
     "seed": 0,
     "batch_size": 8,
     "minibatch_size": 4,
     "max_new_tokens": 32,
     "temperature": 1.0,
     "top_p": 0.9,
-    "lr": 3e-4,
+    "lr": 5e-4,  # measured (bench/notes/demo.md, issue #17): at 3e-4 the collapse is too slow for 12 steps
     "kl_coef": 0.005,
     "checkpoint_every": 1,  # the collapse starts at step 3-4: a target must exist before it
     "eval_every": 0,        # the demo measures gold metrics itself, after the run (demo_gold.py)
@@ -44,8 +54,9 @@ DEMO_TRAINER: dict = {
     "torch_threads": 2,
 }
 
-# The guardrails: on the measured collapse, KL passes 1.0 and distinct_2 falls under 0.6
-# within 3-4 steps of onset; a healthy run at these settings stays near kl 0.3, distinct_2 0.9.
+# The guardrails: on the measured collapse (lr 5e-4) KL passes 1.0 and distinct_2 falls under 0.6
+# at step 4-5; they fire at step 6, the same step as the pattern detector, whose earlier onset
+# (step 3) leads the rollback. After it, the guarded run stays at kl 0.3-0.8, distinct_2 0.8-0.9.
 KL_BUDGET = 1.0
 DISTINCT_2_FLOOR = 0.6
 BOUND_PATIENCE = 2
@@ -61,12 +72,19 @@ DEMO_MONITORS: dict = {
     ]},
     # A SmolLM2 step on 2 busy shared cores can take minutes: only a long silence is a stall.
     "stall": {"min_s": 900.0},
+    # Early-life reference = the first 2 steps, not 3 (library default): KL is 0 at step 1 by
+    # construction and at this learning rate the collapse begins with the 2nd update (kl 0 -> 0.37
+    # -> 0.87), so a 3-step reference holds the incident's own start and its spread hides the rise
+    # (measured: the defaults never fire on this run; bench/notes/demo.md, issue #17).
+    "patterns": {"early_reference_steps": 2},
 }
 
 DEMO_POLICIES: dict = {
-    "tighten": {"kl_coef": {"factor": 4.0, "min": 0.0, "max": 2.0},
-                "lr": {"factor": 0.5, "min": 1e-7, "max": 1.0}},
-    "rollback": {"budget": 3, "margin_steps": 2},  # see the module docstring
+    # measured (issue #17 runs): after the rollback kl_coef x20 drove vanilla PPO into gibberish within
+    # 3 steps, x4 drifted toward it, x2 ended clean; the learning rate is the knob that holds.
+    "tighten": {"kl_coef": {"factor": 2.0, "min": 0.0, "max": 2.0},
+                "lr": {"factor": 0.2, "min": 1e-7, "max": 1.0}},
+    "rollback": {"budget": 3, "margin_steps": 1},  # margin 2 halted: see the module docstring
     "cooldown": {"steps": 4},
 }
 
@@ -85,8 +103,19 @@ DEMO_SUPERVISOR: dict = {
     # and an alert demotes every checkpoint with step + confirm_steps >= its onset; with
     # confirm_steps 2 and a checkpoint every 2 steps that left no target and the run halted.
     # Early warnings must not either.
-    "checkpoints": {"confirm_steps": 1, "keep_last": 2, "keep_healthy": 3, "suspect_min_severity": "critical"},
+    # keep_healthy 6: the pattern detector dates the onset to step 3 and the alert comes at step 6;
+    # the target (onset - margin = step 1) must still be on disk then.
+    "checkpoints": {"confirm_steps": 1, "keep_last": 2, "keep_healthy": 6, "suspect_min_severity": "critical"},
 }
+
+
+def detectors_only_monitors() -> dict:
+    """DEMO_MONITORS without the hand-set critical guardrails (the KL budget and the distinct_2
+    floor): what the shipped statistical and pattern detectors catch on their own
+    (`rlguard demo --no-kl-budget`, bench/demo_detectors.py)."""
+    out = copy.deepcopy(DEMO_MONITORS)
+    out["bounds"]["rules"] = [r for r in out["bounds"]["rules"] if r.get("severity") != "critical"]
+    return out
 
 
 def apply_overrides(trainer: dict, overrides: list[str]) -> dict:
