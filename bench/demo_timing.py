@@ -27,7 +27,7 @@ def time_cold_conversion() -> float:
     with tempfile.TemporaryDirectory(prefix="rlguard-cold-") as cache:
         env = dict(os.environ, RLGUARD_CACHE=cache)
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-c", "from ppo.bundled import bundled_model_dir; bundled_model_dir()"],
+        subprocess.run([sys.executable, "-c", "from rlguard.ppo.bundled import bundled_model_dir; bundled_model_dir()"],
                        cwd=REPO, env=env, check=True)
         return time.monotonic() - t0
 
