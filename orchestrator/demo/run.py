@@ -8,7 +8,9 @@ rlguard catching it, rolling back, tightening and finishing healthy.
    (orchestrator/demo/spec.py). Every alert and decision is narrated as it happens: which
    detector, its alert code, the metric and the numbers. --no-kl-budget drops the hand-set
    guardrails (KL budget, distinct_2 floor): the statistical and pattern detectors alone.
-2. --compare: the same config and seed, unsupervised (the `rlguard train` loop).
+2. --compare: the same config and seed, unsupervised (the `rlguard train` loop). Up to rlguard's
+   first action it is the guarded run, so it continues from the guarded run's last checkpoint
+   before that action (orchestrator/demo/twin.py); --twin-from-scratch trains every step.
 3. gold metrics (orchestrator/demo/gold.py) on 48 held-out prompts: the starting model, each
    run's end state (and --gold-checkpoints K of the guarded run's checkpoints); every answer
    with its flags, and the issue #17 goals measured.
@@ -37,6 +39,7 @@ from rlguard.orchestrator.demo.spec import (
     demo_run_config,
     detectors_only_monitors,
 )
+from rlguard.orchestrator.demo.twin import ForkKeeper, run_twin
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-kl-budget", action="store_true",
                    help="drop the demo's hand-set guardrails (KL budget, distinct_2 floor): only the default "
                         "statistical and pattern detectors judge the run (bench/demo_detectors.py)")
+    p.add_argument("--twin-from-scratch", action="store_true",
+                   help="with --compare: train every step of the unguarded twin, instead of continuing from the "
+                        "guarded run's last checkpoint before rlguard's first action (the same numbers, slower)")
     p.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
     return p
 
@@ -68,13 +74,13 @@ def _say(line: str = "") -> None:
 
 # ================================================================ the guarded run
 
-def run_guarded(run_dir: Path, raw: dict, *, serve: bool, narrator: NarratorSink) -> dict:
+def run_guarded(run_dir: Path, raw: dict, *, serve: bool, narrator: NarratorSink, extra_sinks=()) -> dict:
     """Run the spec under the real supervisor; returns the RunResult as a dict + url/wall time."""
     from rlguard.orchestrator.run_cli import run_config_from_dict
     from rlguard.orchestrator.supervisor import Supervisor
 
     config = run_config_from_dict(raw)
-    sinks, routes = [narrator], []
+    sinks, routes = [narrator, *extra_sinks], []
     if serve:
         from rlguard.orchestrator.default_sinks import default_sinks_and_routes
 
@@ -106,22 +112,6 @@ def run_guarded(run_dir: Path, raw: dict, *, serve: bool, narrator: NarratorSink
     return result
 
 
-# ================================================================ the unguarded twin
-
-def run_unguarded(run_dir: Path, trainer: dict, rules: list[dict]) -> dict:
-    """The same trainer settings through the `rlguard train` loop (no supervisor)."""
-    from rlguard.ppo.cli import run_training
-    from rlguard.ppo.config import load_train_config
-
-    cfg = load_train_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                                   for k, v in trainer.items()])
-    # One checkpoint, at the end: nothing would ever roll back to the others.
-    cfg = cfg.model_copy(update={"checkpoint_every": 0})
-    t0 = time.monotonic()
-    run_training(cfg, run_dir, on_step=StepNarrator("unguarded", rules=rules), progress=False)
-    return {"state": "completed", "wall_s": time.monotonic() - t0}
-
-
 def read_events(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -148,7 +138,12 @@ def gold_metrics(trainer: dict, guarded_dir: Path, unguarded_dir: Path | None, l
 
     cfg = load_train_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
                                    for k, v in trainer.items()])
-    ev = GoldEvaluator(cfg)
+    cache = None
+    if trainer.get("model") == "bundled":  # a known, fixed model: its start result is cached beside it
+        from rlguard.ppo.bundled import cache_root
+
+        cache = cache_root() / "gold"
+    ev = GoldEvaluator(cfg, cache_dir=cache)
     out: dict = {"start": ev.evaluate(None, "start").to_dict(), "guarded_checkpoints": [],
                  "prompts": len(ev.prompts)}
     _say(f"[gold] {'start':<22} " + _gold_line(out["start"]["metrics"]))
@@ -254,6 +249,7 @@ def build_summary(args, raw: dict, guarded: dict, narrator: NarratorSink, guarde
             "state": unguarded["state"], "collapse_step": collapse_step(u_events, rules),
             "collapsed_at_end": collapse_step(u_events[-4:], rules) is not None,
             "final_metrics": u_events[-1]["metrics"] if u_events else {}, "wall_s": unguarded["wall_s"],
+            "forked_at_step": unguarded.get("forked_at_step"),
         }
         summary["guarded_better"] = guarded_is_better(gold)
         summary["goals"] = goals(gold, g_final, KL_BUDGET)
@@ -340,13 +336,22 @@ def main(argv: list[str] | None = None) -> int:
          f"detectors{' and the guardrails ' + guardrails if guardrails else ' alone (no KL budget)'}"
          f" -> rollback + tighten. Output: {out}")
     narrator = NarratorSink("guarded", samples_path=guarded_dir / "samples.jsonl")
+    forks = ForkKeeper(guarded_dir / "checkpoints", unguarded_dir / "checkpoints")
     try:
-        guarded = run_guarded(guarded_dir, raw, serve=not args.no_serve, narrator=narrator)
+        guarded = run_guarded(guarded_dir, raw, serve=not args.no_serve, narrator=narrator,
+                              extra_sinks=[forks] if args.compare and not args.twin_from_scratch else [])
         wall["guarded"] = guarded["wall_s"]
         unguarded = None
         if args.compare:
             _say(f"\n[unguarded] the same config and seed without rlguard -> {unguarded_dir}")
-            unguarded = run_unguarded(unguarded_dir, t, DEMO_MONITORS["bounds"]["rules"])
+            if forks.kept is not None:
+                _say(f"[unguarded] steps 1-{forks.kept.name[5:].lstrip('0')} are the guarded run's own (the same "
+                     f"seed and config give the same numbers until rlguard's first action, at step "
+                     f"{forks.decision_step}); the twin trains on from that checkpoint with nobody watching")
+            elif forks.error:
+                _say(f"[unguarded] could not keep the guarded checkpoint ({forks.error}): training from scratch")
+            watcher = StepNarrator("unguarded", rules=DEMO_MONITORS["bounds"]["rules"])
+            unguarded = run_twin(unguarded_dir, t, on_step=watcher, fork=forks.kept, guarded_dir=guarded_dir)
             wall["unguarded"] = unguarded["wall_s"]
     except KeyboardInterrupt:
         print(f"rlguard demo: interrupted; what ran is in {out} (`rlguard report {guarded_dir}` still works)",

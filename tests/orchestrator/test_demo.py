@@ -283,3 +283,49 @@ def test_narrator_names_the_detector_code_metric_and_numbers():
     n2 = NarratorSink("guarded", out=io.StringIO())
     n2.alerts = n.alerts[1:]
     assert n2.first_critical().onset_step == 3 and n2.first_critical().detector == "patterns"
+
+
+TIMING_METRICS = ("step_seconds", "generate_seconds", "score_seconds", "optimise_seconds", "tokens_per_second")
+
+
+@pytest.mark.slow
+def test_forked_twin_has_the_numbers_of_a_twin_trained_from_scratch(demo_run, tmp_path):
+    """The twin skips the steps before rlguard's first action (it copies them and resumes from the
+    guarded run's checkpoint): that is only honest if the numbers equal a twin that trains them."""
+    import torch
+
+    from rlguard.orchestrator.demo.twin import run_twin
+
+    rc, text, out = demo_run
+    summary = json.loads((out / "demo_summary.json").read_text())
+    forked_at = summary["unguarded"]["forked_at_step"]
+    assert forked_at is not None and 1 <= forked_at < summary["steps"], text[-2000:]
+    assert f"steps 1-{forked_at} are the guarded run's own" in text
+    assert not (out / "unguarded" / "checkpoints" / f"step-{forked_at:06d}").exists()  # the links are gone
+
+    threads = torch.get_num_threads()
+    try:
+        scratch = run_twin(tmp_path / "scratch", summary["trainer"], on_step=lambda step, metrics: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert scratch["forked_at_step"] is None
+
+    def steps(run_dir):
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: {k: v for k, v in r["metrics"].items() if k not in TIMING_METRICS} for r in rows}
+
+    forked, full = steps(out / "unguarded"), steps(tmp_path / "scratch")
+    assert sorted(forked) == sorted(full) == list(range(1, summary["steps"] + 1))
+    for step in full:
+        assert forked[step] == pytest.approx(full[step], rel=1e-6, abs=1e-9), f"step {step} differs"
+
+
+def test_fork_rows_stop_where_a_rollback_replays_the_timeline(tmp_path):
+    from rlguard.orchestrator.demo.twin import prefix_rows
+
+    path = tmp_path / "metrics.jsonl"
+    steps = [1, 2, 3, 4, 5, 6, 2, 3, 4]  # a rollback to step 1 at step 6
+    path.write_text("".join(json.dumps({"step": s, "metrics": {"kl": s / 10}}) + "\n" for s in steps) + "{torn")
+    assert [r["step"] for r in prefix_rows(path, 4)] == [1, 2, 3, 4]
+    assert [r["step"] for r in prefix_rows(path, 9)] == [1, 2, 3, 4, 5, 6]
+    assert prefix_rows(tmp_path / "absent.jsonl", 3) == []
