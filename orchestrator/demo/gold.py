@@ -130,7 +130,8 @@ class GoldEvaluator:
     `cfg` is the run's TrainConfig (model, use_lora, lengths, chat_template); `prompts` the
     held-out prompts (default: GOLD_PROMPTS, never trained on)."""
 
-    def __init__(self, cfg, prompts: list[str] | None = None, *, batch_size: int = 16):
+    def __init__(self, cfg, prompts: list[str] | None = None, *, batch_size: int = 16,
+                 cache_dir: Path | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -145,6 +146,8 @@ class GoldEvaluator:
         self.batch_size = batch_size
         self.prompts = prompts if prompts is not None else load_texts(str(GOLD_PROMPTS))
         path = resolve_model_path(self.cfg.model)
+        self.model_path = path
+        self.cache_dir = cache_dir  # the starting model's result is kept here (gold_cache.py); None: never
         dtype = DTYPES[self.cfg.dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
@@ -180,6 +183,23 @@ class GoldEvaluator:
     def evaluate(self, checkpoint: str | Path | None, label: str = "", keep_samples: int | None = None) -> GoldResult:
         """Gold metrics of one policy state; `samples` holds the first `keep_samples` (None: every)
         held-out answer with its flags and its own reference perplexity."""
+        from rlguard.orchestrator.demo import gold_cache
+
+        key = None
+        if checkpoint is None and self.cache_dir is not None:
+            key = gold_cache.start_key(self.model_path, self.cfg, self.prompts, self.batch_size, GOLD_SEED)
+            hit = gold_cache.load(self.cache_dir, key)
+            if hit is not None:
+                samples = hit["samples"] if keep_samples is None else hit["samples"][:keep_samples]
+                return GoldResult(label=label or "step 0", step=0, metrics=hit["metrics"], samples=samples)
+        result = self._evaluate(checkpoint, label)
+        if key is not None:
+            gold_cache.store(self.cache_dir, key, result.to_dict())
+        if keep_samples is not None:
+            result.samples = result.samples[:keep_samples]
+        return result
+
+    def _evaluate(self, checkpoint: str | Path | None, label: str) -> GoldResult:
         torch = self.torch
         from rlguard.ppo import metrics as M
         from rlguard.ppo.rollout import encode_prompts, response_logprobs, sample, step_generator
@@ -219,7 +239,6 @@ class GoldEvaluator:
         n = max(len(samples), 1)
         metrics["gold_gibberish"] = sum(1 for x in samples if any(f.startswith("gibberish") for f in x["flags"])) / n
         metrics["gold_degenerate"] = sum(1 for x in samples if x["degenerate"]) / n
-        samples = samples if keep_samples is None else samples[:keep_samples]
         return GoldResult(label=label or f"step {step}", step=step, metrics=metrics, samples=samples)
 
 
