@@ -132,6 +132,10 @@ def train(trainer, client: WorkerClient, run_dir: Path) -> str:
     ckpt_root = run_dir / "checkpoints"
     flags = {"save": False, "eval": False, "stop": False}
     saver = CheckpointSaver(trainer, client, cfg.async_checkpoint)
+    if cfg.checkpoint_start and cfg.checkpoint_every and trainer.step == 0:
+        # Measured (bench/notes/demo.md, seed 1): a large enough learning rate breaks the policy in
+        # its first update; without the starting state on disk the supervisor can only halt.
+        saver.save(ckpt_root / checkpoint_dir_name(0))
     try:
         with open(run_dir / "samples.jsonl", "a") if trainer.rank == 0 else _NullFile() as samples_f:
             while trainer.step < cfg.steps:

@@ -88,6 +88,9 @@ class TrainConfig(BaseModel):
     minibatch_size: int = Field(4, ge=1, description="responses per optimizer step; must divide batch_size")
     ppo_epochs: int = Field(1, ge=1, description="passes over each rollout (a small, on-policy buffer per PPO-max)")
     checkpoint_every: int = Field(10, ge=0, description="write a checkpoint every N steps (0 = only at the end)")
+    checkpoint_start: bool = Field(
+        True, description="under the supervisor, with checkpoint_every > 0: also write the starting state as step 0,"
+                          " so that a policy broken by its very first updates still has a healthy rollback target")
     async_checkpoint: bool = Field(
         True, description="the worker writes checkpoints on a background thread from a snapshot taken at the step"
                           " boundary (training blocks only for the copy); false = write synchronously")

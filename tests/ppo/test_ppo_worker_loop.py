@@ -27,8 +27,10 @@ def test_all_samples_are_kept_and_a_failed_async_checkpoint_does_not_stop_traini
     assert r.returncode == 0, r.stderr[-3000:]
     samples = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [1] * 4 + [2] * 4 + [3] * 4  # keep_samples=1 loses none
-    assert "checkpoint of step 1" in r.stderr and "training continues" in r.stderr
+    # the starting state (step 0, checkpoint_start) and step 1 both failed; training went on
+    assert "checkpoint of step 0" in r.stderr and "checkpoint of step 1" in r.stderr
+    assert "training continues" in r.stderr
     events = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events] == [1, 2, 3]
-    assert "checkpoint_failures" not in events[0]["metrics"]
-    assert events[2]["metrics"]["checkpoint_failures"] >= 1.0  # reported with a later step
+    assert events[0]["metrics"].get("checkpoint_failures", 0.0) <= 1.0  # step 1's own write comes after its report
+    assert events[2]["metrics"]["checkpoint_failures"] >= 2.0  # reported with a later step
