@@ -12,9 +12,10 @@ NOT at zero: tightening multiplies it, and 0 x 4 = 0. The critic is a value head
 policy's backbone: a step takes ~7 s on an idle machine instead of ~10, a checkpoint 1.6 GB
 instead of 3.
 
-Monitors: the shipped detectors, with one demo setting: the early-life reference is the first
-2 steps (see DEMO_MONITORS). The statistical detectors need 30 steps of warm-up, longer than
-the demo; the early-life pattern detector (monitors/early.py) judges from step 4. On top, the
+Monitors: the shipped detectors with their defaults. The statistical detectors need 30 steps of
+warm-up, longer than the demo; the early-life pattern detector (monitors/early.py) judges from
+step 4 against a reference of the first 2 steps (the library default since issue #17: with 3 it
+held this collapse's own start and never fired; the whole-corpus figures are in BENCHMARKS.md). On top, the
 guardrails a team sets for a short job: a KL budget and a diversity floor (critical, 2 steps of
 patience). `detectors_only_monitors()` drops them (`rlguard demo --no-kl-budget`).
 
@@ -72,11 +73,6 @@ DEMO_MONITORS: dict = {
     ]},
     # A SmolLM2 step on 2 busy shared cores can take minutes: only a long silence is a stall.
     "stall": {"min_s": 900.0},
-    # Early-life reference = the first 2 steps, not 3 (library default): KL is 0 at step 1 by
-    # construction and at this learning rate the collapse begins with the 2nd update (kl 0 -> 0.37
-    # -> 0.87), so a 3-step reference holds the incident's own start and its spread hides the rise
-    # (measured: the defaults never fire on this run; bench/notes/demo.md, issue #17).
-    "patterns": {"early_reference_steps": 2},
 }
 
 DEMO_POLICIES: dict = {
