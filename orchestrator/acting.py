@@ -165,6 +165,7 @@ def _roll_back(ctx: RunContext, d: Decision, did: str, entry, note: str) -> None
     path = str(ctx.registry.path_of(entry))
     new_constraints = {**live.constraints, **d.params}
     ctx.registry.hold(entry.step)  # retention and later alerts must leave the target alone until it is loaded
+    ctx.registry.use(entry.step)  # and retention keeps it afterwards: the base of the new timeline
     if _in_process_possible(ctx):
         params = {"path": path, "step": entry.step, "skip_batches": d.skip_batches, "constraints": new_constraints,
                   "attempt": max(live.attempt, live.launch_attempt) + 1}

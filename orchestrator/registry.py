@@ -7,8 +7,8 @@ after it was HEALTHY: detection lags onset), CORRUPT when its checksums fail.
 
 Retention (after every add/observe): keep the newest `keep_last` checkpoints, the newest
 `keep_healthy` HEALTHY ones (the last healthy checkpoint is never pruned), every PENDING
-one (it may become the last healthy one), every pinned one, the one last returned by
-`rollback_target` and every HELD one (the target of a decided rollback that is not finished:
+one (it may become the last healthy one), every pinned one, the one the run was last restored
+to (`use`, also set by `rollback_target`) and every HELD one (the target of a decided rollback that is not finished:
 a worker is loading it or a relaunch will); delete the others from
 disk: renamed to a hidden trash name first (atomic, so a crash mid-delete never leaves a
 half-deleted directory that looks like a checkpoint), then removed.
@@ -158,7 +158,7 @@ class CheckpointRegistry:
         self.cfg = cfg or RegistryConfig()
         self._entries: dict[int, CheckpointEntry] = {}
         self._lock = threading.RLock()
-        self._in_use: int | None = None  # the step last handed out by rollback_target: never pruned
+        self._in_use: int | None = None  # the step the run was last restored to (use()): never pruned
         self._held: set[int] = set()  # targets of unfinished rollbacks: never pruned, demoted only by onset <= step
         self._corruptions: list[Alert] = []
         self.problems: list[str] = []  # what open() had to repair, for the supervisor's log
@@ -353,6 +353,16 @@ class CheckpointRegistry:
         return change
 
     @_locked
+    def use(self, step: int) -> None:
+        """The run was (or is being) restored to `step`: it is the base of the run's current
+        timeline and stays on disk (retention keeps it) until another rollback replaces it. A later
+        alert whose onset is early in that timeline then still has its starting point to go back to
+        (measured, demo seed 1: the restored step 0 was pruned and the second alert could only halt)."""
+        if step in self._entries and self._in_use != step:
+            self._in_use = step
+            self.save()
+
+    @_locked
     def hold(self, step: int) -> None:
         """`step` is the target of a decided rollback: keep it (and its health) until release()."""
         if step in self._entries and step not in self._held:
@@ -393,9 +403,7 @@ class CheckpointRegistry:
         for e in reversed(candidates):
             try:
                 verify_checkpoint(self.path_of(e))
-                if self._in_use != e.step:
-                    self._in_use = e.step
-                    self.save()
+                self.use(e.step)
                 return e
             except CheckpointError as err:
                 e.health, e.note = Health.CORRUPT, err.reason

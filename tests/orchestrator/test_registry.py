@@ -176,6 +176,25 @@ def test_the_checkpoint_handed_out_for_a_rollback_is_not_pruned_while_in_use(tmp
     assert reopened.prune() == [10] and on_disk(tmp_path) == [30]
 
 
+def test_the_step_an_in_process_rollback_restored_is_kept_like_a_handed_out_target(tmp_path):
+    """The in-process path picks its target without rollback_target (the worker verifies); the
+    restored step is the base of the new timeline and must survive retention all the same."""
+    cfg = RegistryConfig(confirm_steps=0, keep_last=1, keep_healthy=1)
+    reg = CheckpointRegistry.open(tmp_path, cfg)
+    reg.add(0, write(tmp_path, 0))
+    reg.observe(0, [])
+    reg.use(0)
+    for step in (2, 4, 6):
+        reg.add(step, write(tmp_path, step))
+        reg.observe(step, [])
+    assert on_disk(tmp_path) == [0, 6]
+    assert CheckpointRegistry.open(tmp_path, cfg).prune() == []  # survives a supervisor restart
+    reg.use(6)  # the next rollback moves the base
+    assert reg.prune() == [0]
+    reg.use(99)  # not a known checkpoint: nothing to keep, nothing changes
+    assert reg.prune() == [] and on_disk(tmp_path) == [6]
+
+
 def test_a_stall_says_nothing_about_checkpoint_health(tmp_path):
     reg = CheckpointRegistry.open(tmp_path, RegistryConfig(confirm_steps=5))
     reg.add(10, write(tmp_path, 10))

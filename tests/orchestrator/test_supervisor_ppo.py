@@ -104,3 +104,5 @@ def test_a_policy_broken_by_its_first_update_rolls_back_to_the_starting_state(tm
     assert done["phase"] == "done" and "restored step 0" in done["outcome"]["message"]
     events = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e.get("attempt") == 1][:1] == [1]  # trained again from the start
+    registry = json.loads((run_dir / "checkpoints" / "registry.json").read_text())
+    assert registry["in_use"] == 0 and (run_dir / "checkpoints" / "step-000000").is_dir()  # kept: the new base
