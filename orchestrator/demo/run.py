@@ -39,7 +39,7 @@ from rlguard.orchestrator.demo.spec import (
     demo_run_config,
     detectors_only_monitors,
 )
-from rlguard.orchestrator.demo.twin import ForkKeeper, run_twin
+from rlguard.orchestrator.demo.twin import ForkKeeper, run_twin, step_of
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -345,9 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare:
             _say(f"\n[unguarded] the same config and seed without rlguard -> {unguarded_dir}")
             if forks.kept is not None:
-                _say(f"[unguarded] steps 1-{forks.kept.name[5:].lstrip('0')} are the guarded run's own (the same "
-                     f"seed and config give the same numbers until rlguard's first action, at step "
-                     f"{forks.decision_step}); the twin trains on from that checkpoint with nobody watching")
+                at = step_of(forks.kept)
+                shared = f"steps 1-{at} are the guarded run's own" if at else "it starts from the guarded run's step 0"
+                _say(f"[unguarded] {shared} (the same seed and config give the same numbers until rlguard's "
+                     f"first action, at step {forks.decision_step}); the twin trains on from that checkpoint "
+                     "with nobody watching")
             elif forks.error:
                 _say(f"[unguarded] could not keep the guarded checkpoint ({forks.error}): training from scratch")
             watcher = StepNarrator("unguarded", rules=DEMO_MONITORS["bounds"]["rules"])

@@ -63,7 +63,7 @@ class ForkKeeper:
         from rlguard.ppo.checkpoint_files import list_checkpoints
 
         try:
-            done = [p for p in list_checkpoints(self.checkpoints) if _step_of(p) <= self.decision_step]
+            done = [p for p in list_checkpoints(self.checkpoints) if step_of(p) <= self.decision_step]
             if done:
                 self.kept = self.keep_at / done[-1].name
                 link_tree(done[-1], self.kept)
@@ -74,7 +74,8 @@ class ForkKeeper:
         pass
 
 
-def _step_of(checkpoint: Path) -> int:
+def step_of(checkpoint: Path) -> int:
+    """The step of a checkpoint directory named step-NNNNNN."""
     return int(checkpoint.name.rsplit("-", 1)[-1])
 
 
@@ -117,7 +118,7 @@ def run_twin(run_dir: Path, trainer: dict, *, on_step, fork: Path | None = None,
     t0 = time.monotonic()
     forked_at = None
     if fork is not None and guarded_dir is not None:
-        forked_at = _step_of(fork)
+        forked_at = step_of(fork)
         events = prefix_rows(guarded_dir / "metrics.jsonl", forked_at)
         with open(run_dir / "metrics.jsonl", "w") as f:
             for e in events:
