@@ -55,6 +55,13 @@ def render(summary: dict) -> str:
              f"{_e(gold.get('prompts', '?'))} held-out prompts, never trained on.</p>"]
     parts.append(f"<p>Guarded run: <b>{_e(g.get('state'))}</b>, {_e(g.get('rollbacks'))} rollback(s), final "
                  f"constraints {_e(g.get('final_constraints'))}.</p>")
+    u = summary.get("unguarded") or {}
+    if u:
+        forked = u.get("forked_at_step")
+        shared = (f"its steps 1-{forked} are the guarded run's (identical until rlguard's first action), then it "
+                  f"trained on from that checkpoint" if forked else "it trained every step itself")
+        parts.append(f"<p>Unguarded twin (same config and seed, nobody watching): {_e(shared)}; guardrail bounds "
+                     f"crossed from step {_e(u.get('collapse_step'))}.</p>")
     alerts = [a for a in g.get("alerts", []) if a.get("severity") == "critical"]
     if alerts:
         parts.append("<h2>What caught it</h2><table><tr><th>step</th><th>onset</th><th>detector</th><th>code</th>"

@@ -259,6 +259,9 @@ def test_demo_report_shows_every_sample_with_its_flags(tmp_path):
     assert "repetitive: &#x27;old&#x27; 4x in a row" in page and "empty: 0 words" in page
     assert "unguarded: 2 of 3 flagged" in page and "start: 1 of 3 flagged" in page and "guarded: 0 of 3 flagged" in page
     assert "pattern_collapse" in page and "patterns" in page and "kl x5.8" in page
+    summary["unguarded"] = {"forked_at_step": 6, "collapse_step": 5}
+    page = write_demo_report(tmp_path, summary).read_text()
+    assert "steps 1-6 are the guarded run" in page and "crossed from step 5" in page
 
 
 def test_narrator_names_the_detector_code_metric_and_numbers():
