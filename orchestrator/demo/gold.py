@@ -180,6 +180,14 @@ class GoldEvaluator:
                              f"{checkpoint}/policy.safetensors")
         return int(manifest.get("step", 0))
 
+    def start_key(self) -> str:
+        """The cache key of the starting model's result (orchestrator/demo/gold_cache.py)."""
+        from rlguard.orchestrator.demo import gold_cache
+        from rlguard.ppo import rollout
+
+        code = [Path(__file__), Path(rollout.__file__)]  # what generates and scores the answers
+        return gold_cache.start_key(self.model_path, self.cfg, self.prompts, self.batch_size, GOLD_SEED, code)
+
     def evaluate(self, checkpoint: str | Path | None, label: str = "", keep_samples: int | None = None) -> GoldResult:
         """Gold metrics of one policy state; `samples` holds the first `keep_samples` (None: every)
         held-out answer with its flags and its own reference perplexity."""
@@ -187,7 +195,7 @@ class GoldEvaluator:
 
         key = None
         if checkpoint is None and self.cache_dir is not None:
-            key = gold_cache.start_key(self.model_path, self.cfg, self.prompts, self.batch_size, GOLD_SEED)
+            key = self.start_key()
             hit = gold_cache.load(self.cache_dir, key)
             if hit is not None:
                 samples = hit["samples"] if keep_samples is None else hit["samples"][:keep_samples]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 GENERATION_FIELDS = ("max_prompt_tokens", "max_new_tokens", "temperature", "top_p", "chat_template",
@@ -29,18 +30,17 @@ def _model_files(model_dir: Path) -> list:
     return out
 
 
-def _source_hash() -> str:
-    import rlguard.orchestrator.demo.gold as gold
-    import rlguard.ppo.rollout as rollout
-
+def _source_hash(code: Sequence[Path]) -> str:
     h = hashlib.sha256()
-    for module in (gold, rollout):
-        h.update(Path(module.__file__).read_bytes())
+    for path in code:
+        h.update(Path(path).read_bytes())
     return h.hexdigest()
 
 
-def start_key(model_dir: str | Path, cfg, prompts: list[str], batch_size: int, seed: int) -> str:
-    """The cache key of the starting model's gold result under these settings."""
+def start_key(model_dir: str | Path, cfg, prompts: list[str], batch_size: int, seed: int,
+              code: Sequence[Path] = ()) -> str:
+    """The cache key of the starting model's gold result under these settings; `code`: the source
+    files that generate and score it (their bytes are part of the key)."""
     import torch
     import transformers
 
@@ -51,7 +51,7 @@ def start_key(model_dir: str | Path, cfg, prompts: list[str], batch_size: int, s
         "batch_size": batch_size,
         "seed": seed,
         "versions": [torch.__version__, transformers.__version__],
-        "source": _source_hash(),
+        "source": _source_hash(code),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

@@ -44,10 +44,12 @@ def test_other_settings_miss_and_a_damaged_file_is_recomputed(tiny_cfg, tmp_path
     key = gold_cache.start_key(ev.model_path, tiny_cfg, PROMPTS, 2, GOLD_SEED)
     assert gold_cache.start_key(ev.model_path, longer, PROMPTS, 2, GOLD_SEED) != key
     assert gold_cache.start_key(ev.model_path, tiny_cfg, PROMPTS[:2], 2, GOLD_SEED) != key
-    (tmp_path / f"{key}.json").write_text('{"metrics": ')  # torn write
-    assert gold_cache.load(tmp_path, key) is None
+    stored = tmp_path / f"{ev.start_key()}.json"
+    assert stored.is_file()
+    stored.write_text('{"metrics": ')  # torn write
+    assert gold_cache.load(tmp_path, ev.start_key()) is None
     assert ev.evaluate(None, "start").to_dict() == first
-    assert json.loads((tmp_path / f"{key}.json").read_text()) == first  # rewritten whole
+    assert json.loads(stored.read_text()) == first  # rewritten whole
 
 
 def test_no_cache_dir_writes_nothing(tiny_cfg, tmp_path, monkeypatch):
