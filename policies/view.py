@@ -94,8 +94,14 @@ def next_health(
     written or while it was being confirmed, and detection lags onset, so this also demotes
     a HEALTHY one. Otherwise a PENDING one becomes HEALTHY once `step` reaches
     ckpt_step + confirm_steps. SUSPECT and CORRUPT are final. Alerts with a code in
-    `ignore_codes` say nothing about the model's state (a hung worker, a bad file elsewhere)."""
+    `ignore_codes` say nothing about the model's state (a hung worker, a bad file elsewhere).
+
+    A checkpoint at step 0 holds the starting weights, which no update has touched: no
+    training regime can have begun before it, so it has no confirmation window (healthy at
+    once, suspect only for an onset at step 0, which a training alert never has)."""
     health = Health(health)
+    if ckpt_step == 0:
+        confirm_steps = 0
     if health in (Health.SUSPECT, Health.CORRUPT):
         return health
     for a in alerts:

@@ -65,3 +65,24 @@ def test_halt_stops_checkpointing_and_a_recorded_rollback_drops_later_checkpoint
     assert h.action is Action.HALT and sim.halted
     sim.observe(30, [])
     assert 30 not in sim.checkpoints
+
+
+def test_a_start_checkpoint_turns_a_first_update_collapse_from_halt_into_rollback():
+    """The built-in worker writes step 0 (checkpoint_start); replay models it on request."""
+    script = {3: [crit(3, onset=2)]}
+    without = replay(ReplaySimulator(checkpoint_every=4, confirm_steps=1), script, range(1, 6))
+    assert [d.action for d in without[3]] == [Action.HALT]
+    sim = ReplaySimulator(checkpoint_every=4, confirm_steps=1, checkpoint_start=True)
+    (d,) = replay(sim, script, range(1, 6))[3]
+    assert d.action is Action.ROLLBACK and d.target_step == 0
+    assert sim.checkpoints[0] is Health.HEALTHY
+
+
+def test_the_starting_state_has_no_confirmation_window():
+    """Step 0 holds weights no update touched: an onset at step 2 cannot taint it, whatever the window."""
+    from rlguard.policies.view import next_health
+
+    alerts = [crit(3, onset=2)]
+    assert next_health(Health.PENDING, 0, 1, [], confirm_steps=20) is Health.HEALTHY
+    assert next_health(Health.HEALTHY, 0, 3, alerts, confirm_steps=20) is Health.HEALTHY
+    assert next_health(Health.HEALTHY, 4, 30, alerts, confirm_steps=20) is Health.SUSPECT  # later ones still are
