@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="trl-console logs without progress bars: the run's logging_steps, to count each dict's step")
     p.add_argument("--checkpoint-every", type=int, default=50,
                    help="simulated checkpoint interval in steps, for rollback targets (default 50)")
+    p.add_argument("--checkpoint-start", action="store_true",
+                   help="also a simulated checkpoint of the starting state (step 0), as rlguard's built-in worker "
+                        "writes by default (checkpoint_start): a collapse in the first updates can then roll back")
     p.add_argument("--no-policies", action="store_true", help="print alerts only, no decisions")
     return p
 
@@ -115,12 +118,13 @@ def print_coverage(events, fmt: str, out) -> None:
     out.write("".join(line + "\n" for line in lines))
 
 
-def _make_simulator(policy_config, checkpoint_every: int):
+def _make_simulator(policy_config, checkpoint_every: int, checkpoint_start: bool = False):
     try:
         from rlguard.policies.replay import ReplaySimulator
     except ImportError:
         return None
-    return ReplaySimulator(policy_config=policy_config, checkpoint_every=checkpoint_every)
+    return ReplaySimulator(policy_config=policy_config, checkpoint_every=checkpoint_every,
+                           checkpoint_start=checkpoint_start)
 
 
 def replay(events, stack: MonitorStack, simulator, emit) -> int:
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print("rlguard replay: --checkpoint-every must be >= 1", file=sys.stderr)
         return 2
     stack = MonitorStack(mon_cfg)
-    simulator = None if args.no_policies else _make_simulator(pol_cfg, args.checkpoint_every)
+    simulator = None if args.no_policies else _make_simulator(pol_cfg, args.checkpoint_every, args.checkpoint_start)
     counts = {"warning": 0, "critical": 0, "actions": 0}
     out = sys.stdout
 

@@ -1,7 +1,8 @@
 """What the policies would have done on a recorded metric stream (`rlguard replay`).
 
 A recording cannot be rewound, so the simulator pretends: a checkpoint is "written" every
-`checkpoint_every` steps, its health follows the alerts exactly as the live registry's does
+`checkpoint_every` steps (and, with `checkpoint_start`, of the starting state as step 0, as
+rlguard's built-in worker does by default), its health follows the alerts exactly as the live registry's does
 (policies.view.next_health), and the constraint values follow the simulator's own tighten,
 relax and rollback decisions, starting from the first event's kl_coef/clip_range/lr. The
 recorded steps keep coming after a simulated rollback (the engine's trained-steps clock
@@ -42,6 +43,7 @@ class ReplaySimulator:
         checkpoint_every: int = 50,
         confirm_steps: int = DEFAULT_CONFIRM_STEPS,
         suspect_min_severity: Severity = Severity.WARNING,
+        checkpoint_start: bool = False,
     ):
         if checkpoint_every < 1:
             raise ValueError(f"ReplaySimulator(checkpoint_every=...): must be >= 1, got {checkpoint_every}")
@@ -50,6 +52,7 @@ class ReplaySimulator:
         self.cfg = policy_config or PolicyConfig()
         self.engine = PolicyEngine(self.cfg)
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_start = checkpoint_start
         self.confirm_steps = confirm_steps
         self.suspect_min_severity = Severity(suspect_min_severity)
         self.checkpoints: dict[int, Health] = {}
@@ -74,6 +77,8 @@ class ReplaySimulator:
         if not self._seen_first:
             self._seen_first = True
             self._take_initial(metrics or {})
+            if self.checkpoint_start:
+                self.checkpoints[0] = Health.PENDING  # written before the first update
         if self._last_step is not None and step <= self._last_step:
             # The recording itself went back (a real rollback): later checkpoints are of an
             # abandoned timeline and will be written again.

@@ -139,3 +139,24 @@ def test_a_metric_logged_only_late_in_the_trace_still_counts(tmp_path, capsys):
     assert main([str(_write(tmp_path / "m.jsonl", events(rows))), "--format", "json", "--no-policies"]) == 0
     cov = json.loads(capsys.readouterr().out.splitlines()[0])
     assert {"kl_explosion", "kl_runaway", "negative_kl"} <= set(cov["armed"])
+
+
+def test_checkpoint_start_lets_a_first_update_collapse_roll_back(tmp_path, capsys):
+    """The shape of the demo's seed 1: the first update breaks the policy (kl 0 -> 1.4 -> 2.2)."""
+    trace = tmp_path / "metrics.jsonl"
+    kls = [0.0, 1.42, 2.18, 2.04, 2.13, 2.21]
+    trace.write_text("".join(json.dumps({"step": i + 1, "metrics": {"kl": kl, "reward": 0.4 + 0.1 * i,
+                                                                    "kl_coef": 0.005, "clip_range": 0.2, "lr": 5e-4}})
+                             + "\n" for i, kl in enumerate(kls)))
+    config = tmp_path / "run.yaml"
+    config.write_text("monitors:\n  bounds:\n    rules:\n      - {metric: kl, upper: 1.0, patience_steps: 2, "
+                      "severity: critical}\n")
+
+    def first_action(*extra):
+        assert main([str(trace), "--config", str(config), "--format", "json", "--checkpoint-every", "4", *extra]) == 0
+        recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return next(r for r in recs if r["type"] == "action")
+
+    assert first_action()["action"] == "halt"  # nothing written before the onset (step 2)
+    rolled = first_action("--checkpoint-start")
+    assert (rolled["action"], rolled["target_step"]) == ("rollback", 0)
