@@ -43,11 +43,17 @@ def checkpoint_dir_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path, chunk: int = 32 << 20) -> str:
+    """Large reads into one reused buffer: reading and hashing release the GIL, but every chunk
+    takes it back. Beside a Python-busy thread (the trainer's sampling loop) each take can wait a
+    switch interval. Measured on 1.6 GB beside a pure-Python thread: 1 MiB chunks 17.6-18.0 s,
+    8 MiB 3.6 s, 32 MiB 2.9-3.0 s; alone 1.4-2.3 s at any size (bench/notes/demo.md)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 
