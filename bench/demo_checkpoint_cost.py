@@ -15,7 +15,6 @@ the async one; a low-priority writer only moves the wait into the next submit.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -79,13 +78,11 @@ def main(argv: list[str]) -> int:
         return 0
     import torch
 
-    from rlguard.orchestrator.demo.spec import DEMO_TRAINER
+    from rlguard.orchestrator.demo.spec import DEMO_TRAINER, train_config
     from rlguard.ppo.async_checkpoint import AsyncCheckpointWriter
-    from rlguard.ppo.config import load_train_config
     from rlguard.ppo.trainer import PPOTrainer
 
-    overrides = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in DEMO_TRAINER.items()]
-    cfg = load_train_config(None, overrides + ["checkpoint_every=0"])
+    cfg = train_config(dict(DEMO_TRAINER, checkpoint_every=0))
     torch.set_num_threads(cfg.torch_threads)
     trainer = PPOTrainer(cfg)
     writer = AsyncCheckpointWriter()

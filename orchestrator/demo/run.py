@@ -38,6 +38,7 @@ from rlguard.orchestrator.demo.spec import (
     collapse_step,
     demo_run_config,
     detectors_only_monitors,
+    train_config,
 )
 from rlguard.orchestrator.demo.twin import ForkKeeper, run_twin, step_of
 
@@ -134,10 +135,8 @@ def final_timeline(events: list[dict]) -> list[dict]:
 def gold_metrics(trainer: dict, guarded_dir: Path, unguarded_dir: Path | None, limit: int) -> dict:
     from rlguard.orchestrator.demo.gold import GoldEvaluator, pick_checkpoints
     from rlguard.ppo.checkpoint_files import list_checkpoints
-    from rlguard.ppo.config import load_train_config
 
-    cfg = load_train_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                                   for k, v in trainer.items()])
+    cfg = train_config(trainer)
     cache = None
     if trainer.get("model") == "bundled":  # a known, fixed model: its start result is cached beside it
         from rlguard.ppo.bundled import cache_root

@@ -127,6 +127,16 @@ def apply_overrides(trainer: dict, overrides: list[str]) -> dict:
     return out
 
 
+def train_config(trainer: dict):
+    """The TrainConfig of a demo trainer mapping (the run config's `trainer:` section)."""
+    import json
+
+    from rlguard.ppo.config import load_train_config
+
+    return load_train_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                                    for k, v in trainer.items()])
+
+
 def demo_run_config(*, model: str = "bundled", steps: int | None = None, reward: str | None = None,
                     overrides: list[str] | None = None, monitors: dict | None = None,
                     policies: dict | None = None, supervisor: dict | None = None) -> dict:

@@ -107,11 +107,10 @@ def run_twin(run_dir: Path, trainer: dict, *, on_step, fork: Path | None = None,
     """The twin through the `rlguard train` loop (no supervisor); from `fork` (a kept guarded
     checkpoint, its earlier steps copied from `guarded_dir`) or from scratch. Keep the fork in
     `run_dir/checkpoints`: when the intervention came at the last step it is the twin's end."""
+    from rlguard.orchestrator.demo.spec import train_config
     from rlguard.ppo.cli import run_training
-    from rlguard.ppo.config import load_train_config
 
-    cfg = load_train_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                                   for k, v in trainer.items()])
+    cfg = train_config(trainer)
     # One checkpoint, at the end: nothing would ever roll back to the others.
     cfg = cfg.model_copy(update={"checkpoint_every": 0})
     run_dir.mkdir(parents=True, exist_ok=True)
