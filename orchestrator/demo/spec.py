@@ -20,14 +20,17 @@ guardrails a team sets for a short job: a KL budget and a diversity floor (criti
 patience). `detectors_only_monitors()` drops them (`rlguard demo --no-kl-budget`).
 
 Policies: a critical alert rolls back to the newest healthy checkpoint before the earliest
-onset minus 1 step and tightens: lr x0.2 (5e-4 -> 1e-4), kl_coef x2, clip_range x0.8.
-Measured (same seed, bench/notes/demo.md): the pattern detector dates the onset to step 3, so
-a 2-step margin asked for a checkpoint before step 1 and halted; with kl_coef x20 the run
-turned to gibberish within 3 steps of the rollback (perplexity 22 -> 390, halted); with x4 it
-drifted that way (9 of 48 held-out answers flagged, reference perplexity x5.7); with x2 it ended
-clean (0 of 48 flagged, sentiment +0.24 over the start, reference perplexity x1.34). In vanilla
-PPO the KL penalty is a per-token reward that can favour unlikely tokens: more of it is not
-safer. A rollback budget of 3 then halts.
+onset minus 1 step and tightens: lr x0.1 (5e-4 -> 5e-5), kl_coef x2, clip_range x0.8.
+Measured (bench/notes/demo.md): the pattern detector dates the onset to step 3, so a 2-step
+margin asked for a checkpoint before step 1 and halted; with kl_coef x20 the run turned to
+gibberish within 3 steps of the rollback (perplexity 22 -> 390, halted); with x4 it drifted that
+way (9 of 48 held-out answers flagged, reference perplexity x5.7). In vanilla PPO the KL penalty
+is a per-token reward that can favour unlikely tokens: more of it is not safer; the learning
+rate is the knob that holds. lr x0.2 left the run drifting back toward the collapse it was
+rolled back from on 3 of the 4 runs measured (seed 0 on the earlier machine: reference
+perplexity x1.34; seeds 0 and 1 on a later one: KL over the 1.0 budget in the last 5 steps,
+held-out distinct_2 down to 0.51-0.63); x0.1 ended seeds 0-3 on the later machine clean on all
+four guarded goals (session 7 table in bench/notes/demo.md). A rollback budget of 3 then halts.
 """
 
 from __future__ import annotations
@@ -77,9 +80,10 @@ DEMO_MONITORS: dict = {
 
 DEMO_POLICIES: dict = {
     # measured (issue #17 runs): after the rollback kl_coef x20 drove vanilla PPO into gibberish within
-    # 3 steps, x4 drifted toward it, x2 ended clean; the learning rate is the knob that holds.
+    # 3 steps, x4 drifted toward it, x2 stayed fluent; the learning rate is the knob that holds:
+    # x0.2 drifted back toward the collapse on every seed measured, x0.1 ended each one clean.
     "tighten": {"kl_coef": {"factor": 2.0, "min": 0.0, "max": 2.0},
-                "lr": {"factor": 0.2, "min": 1e-7, "max": 1.0}},
+                "lr": {"factor": 0.1, "min": 1e-7, "max": 1.0}},
     "rollback": {"budget": 3, "margin_steps": 1},  # margin 2 halted: see the module docstring
     "cooldown": {"steps": 4},
 }
