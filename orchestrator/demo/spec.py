@@ -27,9 +27,9 @@ gibberish within 3 steps of the rollback (perplexity 22 -> 390, halted); with x4
 way (9 of 48 held-out answers flagged, reference perplexity x5.7). In vanilla PPO the KL penalty
 is a per-token reward that can favour unlikely tokens: more of it is not safer; the learning
 rate is the knob that holds. lr x0.2 left the run drifting back toward the collapse it was
-rolled back from on 3 of the 4 runs measured (seed 0 on the earlier machine: reference
+rolled back from on 4 of the 5 runs measured (seed 0 on the earlier machine: reference
 perplexity x1.34; seeds 0 and 1 on a later one: KL over the 1.0 budget in the last 5 steps,
-held-out distinct_2 down to 0.51-0.63); x0.1 ended seeds 0-3 on the later machine clean on all
+held-out distinct_2 down to 0.51-0.63; seed 3: 1 of 48 answers flagged); x0.1 ended seeds 0-3 on the later machine clean on all
 four guarded goals (session 7 table in bench/notes/demo.md). A rollback budget of 3 then halts.
 """
 
@@ -81,7 +81,7 @@ DEMO_MONITORS: dict = {
 DEMO_POLICIES: dict = {
     # measured (issue #17 runs): after the rollback kl_coef x20 drove vanilla PPO into gibberish within
     # 3 steps, x4 drifted toward it, x2 stayed fluent; the learning rate is the knob that holds:
-    # x0.2 missed a guarded goal on 3 of 4 runs measured, x0.1 met them on seeds 0-3.
+    # x0.2 missed a guarded goal on 4 of 5 runs measured, x0.1 met them on seeds 0-3.
     "tighten": {"kl_coef": {"factor": 2.0, "min": 0.0, "max": 2.0},
                 "lr": {"factor": 0.1, "min": 1e-7, "max": 1.0}},
     "rollback": {"budget": 3, "margin_steps": 1},  # margin 2 halted: see the module docstring
