@@ -29,8 +29,8 @@ is a per-token reward that can favour unlikely tokens: more of it is not safer; 
 rate is the knob that holds. lr x0.2 left the run drifting back toward the collapse it was
 rolled back from on 4 of the 5 runs measured (seed 0 on the earlier machine: reference
 perplexity x1.34; seeds 0 and 1 on a later one: KL over the 1.0 budget in the last 5 steps,
-held-out distinct_2 down to 0.51-0.63; seed 3: 1 of 48 answers flagged); x0.1 ended seeds 0-3 on the later machine clean on all
-four guarded goals (session 7 table in bench/notes/demo.md). A rollback budget of 3 then halts.
+held-out distinct_2 down to 0.51-0.63; seed 3: 1 of 48 answers flagged); x0.1 ended seeds 0-3
+on the later machine clean on all four guarded goals (session 7 table in bench/notes/demo.md). A rollback budget of 3 then halts.
 """
 
 from __future__ import annotations
