@@ -43,6 +43,7 @@ class LiveRun:
     attempts_started: int = 0
     step: int | None = None           # last step observed in the current attempt
     last_seen: dict[int, int] = field(default_factory=dict)  # attempt -> last step processed
+    checkpoint_failures: dict[int, int] = field(default_factory=dict)  # launch attempt -> failed writes
     constraints: dict[str, float] = field(default_factory=dict)
     initial_constraints: dict[str, float] = field(default_factory=dict)
     outbox: list[Command] = field(default_factory=list)       # not yet delivered

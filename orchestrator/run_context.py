@@ -215,7 +215,8 @@ class RunContext:
         open_warnings = dict(open_incidents()) if open_incidents is not None else {}
         return RunView(step=self.live.step or 0, constraints=dict(self.live.constraints),
                        initial_constraints=dict(self.live.initial_constraints), checkpoints=self.registry.views(),
-                       open_warnings=open_warnings)
+                       open_warnings=open_warnings,
+                       checkpoint_write_failures=sum(self.live.checkpoint_failures.values()))
 
 
 def make_launcher(run_dir: Path, config_path: Path, sc) -> Launcher:

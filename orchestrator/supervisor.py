@@ -294,6 +294,7 @@ class Supervisor(RunContext):
         self.adopt_constraints(event.metrics,
                                in_force=live.state not in (RunState.ROLLING_BACK, RunState.RESTARTING))
         self.sinks.on_event(event)
+        self._note_checkpoint_failures(event)
         self.coverage.observe(event.step, event.metrics)
         alerts = self.monitors.update(event)  # detect
         self.recorder.alerts(alerts)
@@ -302,6 +303,25 @@ class Supervisor(RunContext):
             return
         for decision in self.engine.decide(event.step, alerts, self.view()):  # decide
             carry_out(self, decision, alerts=alerts)  # act (and record)
+
+    def _note_checkpoint_failures(self, event: MetricEvent) -> None:
+        """Journal checkpoints the worker could not write: each one is a rollback target missing.
+
+        `checkpoint_failures` counts per worker process (a relaunch starts again at 0), so the
+        count is kept per launch attempt; an in-process rollback keeps counting on."""
+        value = event.metrics.get("checkpoint_failures")
+        if value is None or value != value or value <= 0:
+            return
+        launch = self.live.launch_attempt
+        before = self.live.checkpoint_failures.get(launch, 0)
+        if int(value) <= before:
+            return
+        self.live.checkpoint_failures[launch] = int(value)
+        total = sum(self.live.checkpoint_failures.values())
+        self.recorder.note(f"the worker could not write {int(value) - before} checkpoint(s) (reported at step "
+                           f"{event.step}; {total} in this run): rollback can only go to the checkpoints it "
+                           "announced; see the worker log (disk full?)", event="checkpoint_write_failed",
+                           step=event.step, failures=total)
 
     def _on_checkpoint(self, step: int, path: str) -> None:
         try:

@@ -270,6 +270,10 @@ class PolicyEngine:
         if target is None:
             known = _health_summary(view.checkpoints)
             missing = f"no healthy checkpoint before step {before} (known: {known})"
+            if view.checkpoint_write_failures:
+                n = view.checkpoint_write_failures
+                missing += (f"; {n} checkpoint write{'s' if n > 1 else ''} failed "
+                            "(checkpoint_failures: disk full? see the worker log)")
             if rb.when_no_healthy_checkpoint == "halt":
                 return self._emit(Action.HALT, step, f"{head}: halt: {missing}{_tail(lead)}", codes)
             changes = knobs.tighten(view.constraints, self.cfg.tighten)

@@ -61,6 +61,9 @@ class RunView:
         {warning_key(detector, metric): onset_step}. rlguard's monitors raise one alert per
         incident and then stay silent while it lasts, so only this tells the engine that a
         warning is still true; without it a warning "persists" only by coming back.
+    checkpoint_write_failures: checkpoints the worker could not write (its `checkpoint_failures`
+        metric, summed over its processes). They never reach `checkpoints`; a decision that finds
+        no rollback target says so, since a full disk reads like "no healthy checkpoint" otherwise.
     """
 
     step: int
@@ -68,6 +71,7 @@ class RunView:
     initial_constraints: Mapping[str, float] = field(default_factory=dict)
     checkpoints: Sequence[CheckpointView] = ()
     open_warnings: Mapping[str, int] = field(default_factory=dict)
+    checkpoint_write_failures: int = 0
 
     def newest_healthy_before(self, step: int) -> CheckpointView | None:
         """The newest HEALTHY checkpoint with checkpoint.step < step, or None."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -193,6 +194,22 @@ def test_no_healthy_checkpoint_halts_or_tightens_only_as_configured():
     assert (
         "no healthy checkpoint before step 35 (known: none): tighten only, kl_coef 0.05 -> 0.075" in d.reason
     )
+
+
+def test_a_missing_rollback_target_names_the_checkpoint_writes_that_failed():
+    # A full disk leaves no checkpoint to go back to; "known: none" alone reads like a registry bug.
+    failed = dataclasses.replace(view(40), checkpoint_write_failures=3)
+    (d,) = PolicyEngine().decide(40, [crit(40, onset=35)], failed)
+    assert d.action is Action.HALT
+    assert "no healthy checkpoint before step 35 (known: none); 3 checkpoint writes failed" in d.reason
+    (d,) = PolicyEngine().decide(40, [crit(40, onset=35)], dataclasses.replace(view(40), checkpoint_write_failures=1))
+    assert "; 1 checkpoint write failed (checkpoint_failures" in d.reason
+    (d,) = PolicyEngine().decide(40, [crit(40, onset=35)], view(40))
+    assert "failed" not in d.reason  # nothing failed: nothing said
+    # a rollback target exists: failed writes elsewhere do not change the decision
+    ok = dataclasses.replace(view(40, healthy=[20]), checkpoint_write_failures=3)
+    (d,) = PolicyEngine().decide(40, [crit(40, onset=35)], ok)
+    assert d.action is Action.ROLLBACK and d.target_step == 20
 
 
 def test_tighten_stops_at_bounds_and_says_so():

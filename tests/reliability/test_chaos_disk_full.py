@@ -5,6 +5,9 @@ the test is skipped with the reason). Checkpoints of 600 KiB fill 3 MiB within a
 Expected: the supervisor survives and says so (the disk check journals `disk_low`), every
 checkpoint directory that exists still verifies (a failed save never damages an older one),
 and the run either completes or ends with a reason that names the failure.
+
+With no room for even one checkpoint (the built-in worker, a tiny model): every failed write is
+journaled as it is reported, and the halt that finds no rollback target says why there is none.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from tests.reliability.chaos_lib import (
 )
 
 
-def mount_small_disk(mnt: Path):
+def mount_small_disk(mnt: Path, size: str = "3m"):
     mnt.mkdir(parents=True)
     if shutil.which("mount") is None:
         pytest.skip("mount(8) not available: cannot build a small disk to fill")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a 3 MiB tmpfs (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
+        pytest.skip(f"cannot mount a {size} tmpfs (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
 
 
 # where the small disk is mounted: the whole run directory, or only checkpoints/ (a separate volume)
@@ -106,3 +109,41 @@ def check_disk_full(tmp_path: Path, run_dir: Path, mnt: Path, mounted: str, on_s
     assert clear_end, (result.state, result.reason)
     assert not any(Path(p).name.startswith(".tmp-") for p in (run_dir / "checkpoints").iterdir()), \
         "a failed save left its partial directory behind"
+
+
+@pytest.mark.slow
+def test_no_room_for_any_checkpoint_is_journaled_and_named_in_the_halt(tmp_path, monkeypatch):
+    from rlguard.ppo.tiny import build_tiny_lm
+    from tests.orchestrator.harness import FAST_SUPERVISOR, QUIET_MONITORS, run_supervisor
+
+    model = build_tiny_lm(tmp_path / "tiny-lm")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_dir = tmp_path / "run"
+    mnt = run_dir / "checkpoints"
+    mount_small_disk(mnt, "64k")  # room for registry.json, not for one checkpoint of the tiny model
+    try:
+        monitors = dict(QUIET_MONITORS)
+        # every answer is "too short": a critical alert at step 3 (onset 1), with nothing to go back to
+        monitors["bounds"] = {"rules": [{"metric": "response_length", "lower": 1e6, "patience_steps": 3,
+                                         "severity": "critical"}]}
+        raw = {"trainer": {"model": str(model), "reward": "sentiment", "batch_size": 2, "minibatch_size": 2,
+                           "max_new_tokens": 4, "torch_threads": 1, "eval_every": 0, "checkpoint_every": 1,
+                           "critic_pretrain_steps": 0, "device": "cpu", "steps": 8},
+               "monitors": monitors,
+               "supervisor": dict(FAST_SUPERVISOR, step_timeout_s=120, heartbeat_timeout_s=60)}
+        result = run_supervisor(Supervisor(run_dir, parse_run_config(raw)), timeout_s=240)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+    assert result.state is RunState.HALTED, result.reason
+    journal = read_jsonl(run_dir / "journal.jsonl")
+    failed = [e for e in journal if e.get("event") == "checkpoint_write_failed"]
+    assert failed, sorted({e["kind"] for e in journal})
+    assert "could not write" in failed[0]["message"] and failed[0]["failures"] >= 1
+    counts = [e["failures"] for e in failed]
+    assert counts == sorted(set(counts))  # each new failure journaled once
+    halt = next(e["decision"] for e in journal if e["kind"] == "decision" and e["decision"]["action"] == "halt")
+    assert "no healthy checkpoint before step" in halt["reason"]
+    assert "failed (checkpoint_failures: disk full?" in halt["reason"], halt["reason"]
+    assert not any(e["kind"] == "checkpoint" for e in journal)  # nothing was announced
