@@ -66,6 +66,8 @@ STEP_METRICS: tuple[StepMetric, ...] = (
     StepMetric("clip_range", "PPO clip range in force this step.", "constraints"),
     StepMetric("step_seconds", "Wall time of the last step (seconds).", "throughput"),
     StepMetric("tokens_per_second", "Generated tokens per second in the last step.", "throughput"),
+    StepMetric("checkpoint_failures", "Checkpoints the worker process failed to write so far (0 again after a "
+               "relaunch): rollback targets missing.", "throughput"),
     # Held-out evaluation (every few steps).
     StepMetric("eval_reward", "Held-out mean raw reward (RM units).", "eval"),
     StepMetric("eval_kl", "Held-out mean per-token KL to the reference (nats per token).", "eval"),
