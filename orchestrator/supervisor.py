@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import queue
 import threading
@@ -310,7 +311,7 @@ class Supervisor(RunContext):
         `checkpoint_failures` counts per worker process (a relaunch starts again at 0), so the
         count is kept per launch attempt; an in-process rollback keeps counting on."""
         value = event.metrics.get("checkpoint_failures")
-        if value is None or value != value or value <= 0:
+        if value is None or not math.isfinite(value) or value <= 0:  # +inf would not convert to a count
             return
         launch = self.live.launch_attempt
         before = self.live.checkpoint_failures.get(launch, 0)

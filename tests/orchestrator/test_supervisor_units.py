@@ -3,6 +3,7 @@ jobs, and liveness / backoff / budget driven by an injected clock (nothing sleep
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -257,3 +258,20 @@ def test_hung_loop_is_told_from_a_pause(tmp_path):
         if sup.live.worker is not None:
             sup.live.worker.stop(0)
         sup._shutdown()
+
+
+def test_failed_checkpoint_writes_are_counted_per_worker_process_and_journaled_once_each(tmp_path):
+    # The whole path, a real worker on a full disk, is tests/reliability/test_chaos_disk_full.py.
+    sup, _ = _offline_supervisor(tmp_path)
+    try:
+        sup.live.launch_attempt = 0
+        for step, value in enumerate([0.0, math.nan, math.inf, -1.0, 1.0, 1.0, 3.0], start=1):
+            sup._note_checkpoint_failures(MetricEvent(step=step, metrics={"checkpoint_failures": value}))
+        sup.live.launch_attempt = 1  # relaunched: the new process counts from 0 again
+        sup._note_checkpoint_failures(MetricEvent(step=8, metrics={"checkpoint_failures": 1.0}))
+        notes = [e for e in journal(tmp_path / "run") if e.get("event") == "checkpoint_write_failed"]
+        assert [(n["step"], n["failures"]) for n in notes] == [(5, 1), (7, 3), (8, 4)]
+        assert "could not write 2 checkpoint(s) (reported at step 7; 3 in this run)" in notes[1]["message"]
+        assert sup.view().checkpoint_write_failures == 4
+    finally:
+        sup.journal.close()
